@@ -1,0 +1,1 @@
+"""pyspu benchmarks."""

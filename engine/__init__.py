@@ -1,0 +1,1 @@
+"""pyspu: a batched IPsec engine."""

@@ -1,0 +1,115 @@
+"""The engine's public API: install SAs, encrypt and decrypt PacketBatches, read counters.
+
+This is what the `spu` command, the IKE daemon, the SPU workers and any embedding daemon
+use. Everything per packet happens in three passes over a batch (ARCHITECTURE.md):
+prepare (Numba) -> crypto (Cython, GIL released once) -> finish (Numba).
+
+    eng = Engine()
+    out_sa = eng.install(cfg, "out")          # SAConfig from engine.sa
+    eng.encrypt(batch)                        # in place; batch.drop says what was dropped
+    eng.stats()                               # {"packets_in": .., "packets_out": .., "dropped": {..}}
+
+Packets with batch.drop != 0 on entry are counted under that reason and left alone (pcap
+I/O marks non-IP frames MALFORMED that way). On encrypt, batch.sa[i] >= 0 forces packet i
+onto that outbound SA; otherwise the outbound SAs' selectors are matched in install order.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from . import _crypto
+from .batch import PacketBatch
+from .drops import N_DROPS, drop_dict
+from .kernels_esp import finish_decrypt, finish_encrypt, prepare_decrypt, prepare_encrypt
+from .ops import OP_COLS
+from .sa import PROTO_AH, SAConfig
+from .sad import CTR_BYTES, CTR_DROP0, CTR_PACKETS, SADatabase
+
+Direction = Literal["in", "out"]
+
+
+class Engine:
+    """One SA database and the batch operations over it (one SPU's data path)."""
+
+    def __init__(self, max_sas: int = 1024):
+        self.sad = SADatabase(max_sas)
+        self._ops = np.zeros((0, OP_COLS), np.int64)
+        self._aux = np.zeros((0, 3), np.int64)
+        self.gdrop = np.zeros(N_DROPS, np.uint64)   # drops by reason, all SAs and none
+        self.packets_in = 0
+        self.packets_out = 0
+
+    # -- control -------------------------------------------------------------------------
+    def install(self, cfg: SAConfig, direction: Direction) -> int:
+        """Install one SA; returns its handle (slot). direction "out" encrypts, "in" decrypts."""
+        if direction not in ("in", "out"):
+            raise ValueError("direction must be 'in' or 'out'")
+        if cfg.proto == PROTO_AH:
+            raise NotImplementedError("AH is not implemented yet")
+        return self.sad.install(cfg, direction == "out")
+
+    def remove(self, handle: int) -> None:
+        """Remove an SA; its keys and key-derived state are wiped."""
+        self.sad.remove(handle)
+
+    def config(self, handle: int) -> SAConfig:
+        return self.sad.configs[handle]
+
+    def handles(self) -> list[int]:
+        return list(self.sad.configs)
+
+    # -- data ----------------------------------------------------------------------------
+    def _scratch(self, n: int):
+        if self._ops.shape[0] < n:
+            self._ops = np.zeros((n, OP_COLS), np.int64)
+            self._aux = np.zeros((n, 3), np.int64)
+        return self._ops, self._aux
+
+    def encrypt(self, batch: PacketBatch) -> None:
+        n = batch.count
+        ops, _ = self._scratch(n)
+        s = self.sad
+        prepare_encrypt(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
+                        batch.drop, batch.sa, n, s.rec, s.addr, s.spd, ops, s.ctr, self.gdrop)
+        before = batch.drop[:n].copy()
+        _crypto.esp_encrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        ops[:n, 0][(before == 0) & (batch.drop[:n] != 0)] = -2   # crypto-pass drops
+        finish_encrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
+                       s.rec, ops, s.ctr, self.gdrop)
+        self._account(batch)
+
+    def decrypt(self, batch: PacketBatch) -> None:
+        n = batch.count
+        ops, aux = self._scratch(n)
+        s = self.sad
+        prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                        s.addr, s.in_hash, s.encap_ports, s.top, s.bitmap, ops, aux, s.ctr,
+                        self.gdrop)
+        _crypto.esp_decrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                       s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
+        self._account(batch)
+
+    def _account(self, batch: PacketBatch) -> None:
+        n = batch.count
+        self.packets_in += n
+        self.packets_out += int(np.count_nonzero(batch.drop[:n] == 0))
+
+    # -- counters ------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Global counters in the --stats-json shape (packets_in = out + sum of drops)."""
+        return {"packets_in": self.packets_in, "packets_out": self.packets_out,
+                "dropped": drop_dict(self.gdrop)}
+
+    def sa_stats(self, handle: int) -> dict:
+        c = self.sad.ctr[handle]
+        return {"packets": int(c[CTR_PACKETS]), "bytes": int(c[CTR_BYTES]),
+                "dropped": drop_dict(c[CTR_DROP0:]),
+                "seq_out": int(self.sad.rec[handle]["seq_out"]),
+                "replay_top": int(self.sad.top[handle])}
+
+    @staticmethod
+    def backend() -> str:
+        return f"openssl ({_crypto.openssl_version()})"

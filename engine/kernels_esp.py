@@ -1,0 +1,503 @@
+"""Numba kernels for ESP (RFC 4303): the prepare and finish phases around native crypto.
+
+encrypt: prepare_encrypt (policy lookup, sequence numbers, headers, padding, op rows)
+         -> _crypto.esp_encrypt (IV, cipher, ICV) -> finish_encrypt (UDP checksum, counters)
+decrypt: prepare_decrypt (parse, SA lookup, replay pre-check, op rows)
+         -> _crypto.esp_decrypt (ICV check, cipher) -> finish_decrypt (replay advance in
+         order, trailer and padding checks, decapsulation, selector check, counters)
+
+Every kernel walks the batch once, skips packets already dropped, and records a drop
+reason instead of raising. Bounds are checked explicitly: Numba does not.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .drops import Drop
+from .kernels_ip import (P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add, csum_fold,
+                         dscp_of, ecn_of, ipv4_checksum_ok, ipv4_set_checksum, move_bytes,
+                         parse_ip, ports_of, rd16, rd32, set_ecn, wr16, wr32)
+from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
+                  OP_SA, OP_SEQ)
+from .replay import advance, check, infer_seq
+from .sad import (ADDR_DST, ADDR_SEL_DST, ADDR_SEL_SRC, ADDR_SRC, CTR_BYTES, CTR_DROP0,
+                  CTR_PACKETS)
+
+D_NO_POLICY = np.uint8(Drop.NO_POLICY)
+D_NO_SA = np.uint8(Drop.NO_SA)
+D_REPLAY = np.uint8(Drop.REPLAY)
+D_MALFORMED = np.uint8(Drop.MALFORMED)
+D_POLICY_MISMATCH = np.uint8(Drop.POLICY_MISMATCH)
+D_SEQ_EXHAUSTED = np.uint8(Drop.SEQ_EXHAUSTED)
+D_KEEPALIVE = np.uint8(Drop.KEEPALIVE)
+D_DUMMY = np.uint8(Drop.DUMMY)
+
+MODE_TUNNEL = 1
+U32_MAX = np.uint64(0xFFFFFFFF)
+U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+OUTER_TTL = 64
+
+
+# ---------------------------------------------------------------------------------------
+# lookups
+# ---------------------------------------------------------------------------------------
+@nb.njit(cache=True, inline="always")
+def spi_slot(spi, size):
+    """Fibonacci hash of the SPI (engine/sad.py spi_hash is the same function)."""
+    return ((np.int64(spi) * np.int64(0x9E3779B1)) & 0xFFFFFFFF) >> 16 & (size - 1)
+
+
+@nb.njit(cache=True)
+def lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto):
+    """Inbound SA slot for (SPI, destination address, protocol), or -1."""
+    size = in_hash.shape[0]
+    k = spi_slot(spi, size)
+    for _ in range(size):
+        s = in_hash[k]
+        if s < 0:
+            return -1
+        r = rec[s]
+        if r.spi == spi and r.proto == proto and r.family == family and r.active:
+            n = 4 if family == 4 else 16
+            same = True
+            for j in range(n):
+                if addr[s, ADDR_DST + j] != buf[dst_off + j]:
+                    same = False
+                    break
+            if same:
+                return s
+        k = (k + 1) & (size - 1)
+    return -1
+
+
+@nb.njit(cache=True)
+def prefix_match(buf, off, addr, s, base, plen):
+    full = plen >> 3
+    for j in range(full):
+        if buf[off + j] != addr[s, base + j]:
+            return False
+    rem = plen & 7
+    if rem:
+        mask = (0xFF << (8 - rem)) & 0xFF
+        if (buf[off + full] & mask) != (addr[s, base + full] & mask):
+            return False
+    return True
+
+
+@nb.njit(cache=True)
+def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
+    """Does the IP packet at o (version ver, upper protocol and ports given) match SA s's
+    selector? An SA without a selector matches everything."""
+    r = rec[s]
+    if not r.has_sel:
+        return True
+    if r.sel_family != ver:
+        return False
+    if ver == 4:
+        src_off, dst_off = o + 12, o + 16
+    else:
+        src_off, dst_off = o + 8, o + 24
+    if not prefix_match(buf, src_off, addr, s, ADDR_SEL_SRC, r.sel_src_len):
+        return False
+    if not prefix_match(buf, dst_off, addr, s, ADDR_SEL_DST, r.sel_dst_len):
+        return False
+    if r.sel_proto != 0 and r.sel_proto != proto:
+        return False
+    if r.sel_sport >= 0 and r.sel_sport != sport:
+        return False
+    if r.sel_dport >= 0 and r.sel_dport != dport:
+        return False
+    return True
+
+
+@nb.njit(cache=True)
+def count_drop(ctr, gdrop, s, reason):
+    gdrop[reason] += 1
+    if s >= 0:
+        ctr[s, CTR_DROP0 + reason] += 1
+
+
+# ---------------------------------------------------------------------------------------
+# encrypt
+# ---------------------------------------------------------------------------------------
+@nb.njit(cache=True)
+def write_outer_ipv4(buf, o, total, proto, tos, df, ident, addr, s):
+    buf[o] = 0x45
+    buf[o + 1] = tos
+    wr16(buf, o + 2, total)
+    wr16(buf, o + 4, ident & 0xFFFF)
+    buf[o + 6] = 0x40 if df else 0
+    buf[o + 7] = 0
+    buf[o + 8] = OUTER_TTL
+    buf[o + 9] = proto
+    for j in range(4):
+        buf[o + 12 + j] = addr[s, ADDR_SRC + j]
+        buf[o + 16 + j] = addr[s, ADDR_DST + j]
+    ipv4_set_checksum(buf, o, 20)
+
+
+@nb.njit(cache=True)
+def write_outer_ipv6(buf, o, payload_len, proto, tclass, addr, s):
+    buf[o] = 0x60 | (tclass >> 4)
+    buf[o + 1] = (tclass & 0x0F) << 4     # flow label 0
+    buf[o + 2] = 0
+    buf[o + 3] = 0
+    wr16(buf, o + 4, payload_len)
+    buf[o + 6] = proto
+    buf[o + 7] = OUTER_TTL
+    for j in range(16):
+        buf[o + 8 + j] = addr[s, ADDR_SRC + j]
+        buf[o + 24 + j] = addr[s, ADDR_DST + j]
+
+
+@nb.njit(cache=True)
+def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
+                    rec, addr, spd, ops, ctr, gdrop):
+    """Classify, number and frame every packet; leave IV/ciphertext/ICV to the crypto pass."""
+    for i in range(n):
+        if drop[i]:
+            count_drop(ctr, gdrop, -1, drop[i])
+            continue
+        o = off[i]
+        ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
+        if not ok:
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, -1, D_MALFORMED)
+            continue
+        L = tot                      # the IP length decides (link-layer trailers ignored)
+        sport, dport = ports_of(buf, l4, o + L, proto)
+        s = sa[i]
+        if s < 0:
+            for k in range(spd.shape[0]):
+                c = spd[k]
+                if selector_match(rec, addr, c, buf, o, ver, proto, sport, dport):
+                    s = c
+                    break
+        if s < 0 or s >= rec.shape[0] or not rec[s].active or not rec[s].outbound:
+            drop[i] = D_NO_POLICY
+            count_drop(ctr, gdrop, -1, D_NO_POLICY)
+            continue
+        sa[i] = s
+        r = rec[s]
+        limit = U64_MAX if r.esn else U32_MAX
+        if r.seq_out >= limit:
+            drop[i] = D_SEQ_EXHAUSTED
+            count_drop(ctr, gdrop, s, D_SEQ_EXHAUSTED)
+            continue
+        seq = r.seq_out + np.uint64(1)
+        iv = np.int64(r.iv_len)
+        icv = np.int64(r.icv_len)
+        align = np.int64(r.align)
+        udp = 8 if r.encap else 0
+        outer = 0
+        if r.mode == MODE_TUNNEL:
+            outer = 20 if r.family == 4 else 40
+            payload_off = o
+            payload_len = L
+            next_header = P_IPV4 if ver == 4 else P_IPV6
+        else:
+            payload_off = o + hl
+            payload_len = L - hl
+            next_header = proto
+        pad = (align - (payload_len + 2) % align) % align
+        enc_len = payload_len + pad + 2
+        grow_front = outer + udp + 8 + iv
+        new_off = o - grow_front
+        new_end = payload_off + enc_len + icv
+        if new_off < slot_start[i] or new_end > slot_end[i]:
+            drop[i] = D_MALFORMED       # batch built without head/tailroom: never write outside
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
+        rec[s].seq_out = seq
+        # trailer: padding 1, 2, 3, ... (RFC 4303 2.4), pad length, next header
+        t = payload_off + payload_len
+        for k in range(pad):
+            buf[t + k] = k + 1
+        buf[t + pad] = pad
+        buf[t + pad + 1] = next_header
+        if r.mode == MODE_TUNNEL:
+            esp = new_off + outer + udp
+            total = outer + udp + 8 + iv + enc_len + icv
+            inner_ecn = ecn_of(buf, o)
+            tos = (dscp_of(buf, o) << 2) | inner_ecn     # RFC 6040 normal mode: copy ECN
+            oproto = P_UDP if udp else P_ESP
+            if r.family == 4:
+                df = ver == 6 or (buf[o + 6] & 0x40) != 0
+                write_outer_ipv4(buf, new_off, total, oproto, tos, df, np.int64(seq & U32_MAX),
+                                 addr, s)
+            else:
+                write_outer_ipv6(buf, new_off, total - 40, oproto, tos, addr, s)
+            udp_off = new_off + outer
+        else:
+            # transport: slide the IP header (and IPv6 extension headers) to the front
+            move_bytes(buf, new_off, o, hl)
+            buf[nh_off - grow_front + 0] = P_UDP if udp else P_ESP
+            total = hl + udp + 8 + iv + enc_len + icv
+            if ver == 4:
+                wr16(buf, new_off + 2, total)
+                ipv4_set_checksum(buf, new_off, hl)
+            else:
+                wr16(buf, new_off + 4, total - 40)
+            udp_off = new_off + hl
+            esp = udp_off + udp
+        if udp:
+            wr16(buf, udp_off, r.encap_sport)
+            wr16(buf, udp_off + 2, r.encap_dport)
+            wr16(buf, udp_off + 4, total - (udp_off - new_off))
+            wr16(buf, udp_off + 6, 0)   # IPv4: no checksum (RFC 3948 2.1); IPv6: finish pass
+        wr32(buf, esp, np.int64(r.spi))
+        wr32(buf, esp + 4, np.int64(seq & U32_MAX))
+        off[i] = new_off
+        length[i] = total
+        ops[i, OP_SA] = s
+        ops[i, OP_AUTH_OFF] = esp
+        ops[i, OP_AUTH_LEN] = 8 + iv + enc_len
+        ops[i, OP_IV_OFF] = esp + 8
+        ops[i, OP_DATA_OFF] = esp + 8 + iv
+        ops[i, OP_DATA_LEN] = enc_len
+        ops[i, OP_ICV_OFF] = esp + 8 + iv + enc_len
+        ops[i, OP_SEQ] = np.int64(seq)
+
+
+@nb.njit(cache=True)
+def udp6_checksum(buf, o, udp_off, udp_len):
+    """RFC 8200 8.1: the UDP checksum is mandatory over IPv6 (pseudo-header included)."""
+    acc = csum_add(buf, o + 8, 32, np.int64(0))
+    acc += udp_len + P_UDP
+    buf[udp_off + 6] = 0
+    buf[udp_off + 7] = 0
+    acc = csum_add(buf, udp_off, udp_len, acc)
+    c = csum_fold(acc)
+    if c == 0:
+        c = 0xFFFF
+    wr16(buf, udp_off + 6, c)
+
+
+@nb.njit(cache=True)
+def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
+    for i in range(n):
+        s = sa[i]
+        if drop[i]:
+            if ops[i, OP_SA] == -2:      # dropped by the crypto pass after prepare counted
+                count_drop(ctr, gdrop, s, drop[i])
+            continue
+        r = rec[s]
+        o = off[i]
+        if r.encap and (buf[o] >> 4) == 6:
+            udp_off = ops[i, OP_AUTH_OFF] - 8
+            udp6_checksum(buf, o, udp_off, o + length[i] - udp_off)
+        ctr[s, CTR_PACKETS] += 1
+        ctr[s, CTR_BYTES] += length[i]
+
+
+# ---------------------------------------------------------------------------------------
+# decrypt
+# ---------------------------------------------------------------------------------------
+@nb.njit(cache=True)
+def is_encap_port(ports, p):
+    for k in range(ports.shape[0]):
+        if ports[k] == p:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_ports,
+                    top, bitmap, ops, aux, ctr, gdrop):
+    """Parse, find the SA, pre-check replay; record what the crypto and finish passes need.
+
+    aux[i, 0] = offset of the outer IP header, aux[i, 1] = offset of the byte naming the
+    ESP/UDP protocol (transport mode rewrites it), aux[i, 2] = 1 if ESP-in-UDP.
+    """
+    for i in range(n):
+        ops[i, OP_SA] = -1
+        if drop[i]:
+            count_drop(ctr, gdrop, -1, drop[i])
+            continue
+        o = off[i]
+        ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
+        if ok and ver == 4 and not ipv4_checksum_ok(buf, o, hl):
+            ok = False
+        if not ok:
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, -1, D_MALFORMED)
+            continue
+        end = o + tot
+        length[i] = tot
+        encap = 0
+        esp = l4
+        if proto == P_UDP:
+            if l4 + 8 > end or not is_encap_port(encap_ports, rd16(buf, l4 + 2)):
+                drop[i] = D_NO_SA
+                count_drop(ctr, gdrop, -1, D_NO_SA)
+                continue
+            if end - (l4 + 8) == 1 and buf[l4 + 8] == 0xFF:
+                drop[i] = D_KEEPALIVE      # RFC 3948 2.2 NAT keepalive
+                count_drop(ctr, gdrop, -1, D_KEEPALIVE)
+                continue
+            esp = l4 + 8
+            if end - esp >= 4 and rd32(buf, esp) == 0:
+                drop[i] = D_NO_SA          # non-ESP marker: an IKE message, not ours
+                count_drop(ctr, gdrop, -1, D_NO_SA)
+                continue
+            encap = 1
+        elif proto != P_ESP:
+            drop[i] = D_NO_SA
+            count_drop(ctr, gdrop, -1, D_NO_SA)
+            continue
+        if esp + 8 > end:
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, -1, D_MALFORMED)
+            continue
+        spi = rd32(buf, esp)
+        dst_off = o + 16 if ver == 4 else o + 24
+        s = lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, ver, P_ESP)
+        if s < 0 or rec[s].encap != encap or rec[s].outbound:
+            drop[i] = D_NO_SA
+            count_drop(ctr, gdrop, -1, D_NO_SA)
+            continue
+        sa[i] = s
+        r = rec[s]
+        iv = np.int64(r.iv_len)
+        icv = np.int64(r.icv_len)
+        enc_len = end - esp - 8 - iv - icv
+        if enc_len < 2 or (r.align > 4 and enc_len % r.align != 0):
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
+        seq_lo = np.uint64(rd32(buf, esp + 4))
+        seq = infer_seq(top[s], r.window, r.esn, seq_lo)
+        if r.integrity and r.window > 0:
+            if (not r.esn and seq_lo == 0) or not check(bitmap, r.bm_base, r.bm_words,
+                                                        top[s], r.window, seq):
+                drop[i] = D_REPLAY
+                count_drop(ctr, gdrop, s, D_REPLAY)
+                continue
+        ops[i, OP_SA] = s
+        ops[i, OP_AUTH_OFF] = esp
+        ops[i, OP_AUTH_LEN] = 8 + iv + enc_len
+        ops[i, OP_IV_OFF] = esp + 8
+        ops[i, OP_DATA_OFF] = esp + 8 + iv
+        ops[i, OP_DATA_LEN] = enc_len
+        ops[i, OP_ICV_OFF] = esp + 8 + iv + enc_len
+        ops[i, OP_SEQ] = np.int64(seq)
+        aux[i, 0] = o
+        aux[i, 1] = nh_off
+        aux[i, 2] = encap
+
+
+@nb.njit(cache=True)
+def inner_ok(buf, p, avail, want_ver):
+    """Validate the inner IP packet of a tunnel; returns its total length or -1."""
+    if avail < 1 or (buf[p] >> 4) != want_ver:
+        return np.int64(-1)
+    ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, p, avail)
+    if not ok:
+        # a fragment is still a valid inner packet: only structure matters here
+        if want_ver == 4 and avail >= 20:
+            ihl = np.int64(buf[p] & 0x0F) * 4
+            t = rd16(buf, p + 2)
+            if ihl >= 20 and ihl <= t <= avail:
+                return t
+        return np.int64(-1)
+    return tot
+
+
+@nb.njit(cache=True)
+def ecn_decap(buf, outer_o, inner_o):
+    """RFC 6040 4.2 normal mode. Returns False when the packet must be dropped
+    (CE outer on a Not-ECT inner)."""
+    outer = ecn_of(buf, outer_o)
+    inner = ecn_of(buf, inner_o)
+    if outer == 3:
+        if inner == 0:
+            return False
+        if inner != 3:
+            set_ecn(buf, inner_o, 3)
+    elif outer == 1 and inner == 2:
+        set_ecn(buf, inner_o, 1)
+    return True
+
+
+@nb.njit(cache=True)
+def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, aux,
+                   ctr, gdrop):
+    """In order: advance replay windows, check the trailer, decapsulate, check selectors."""
+    for i in range(n):
+        s = np.int64(ops[i, OP_SA])
+        if drop[i]:
+            if s >= 0:     # dropped by the crypto pass (prepare did not count it)
+                count_drop(ctr, gdrop, s, drop[i])
+            continue
+        r = rec[s]
+        seq = np.uint64(ops[i, OP_SEQ])
+        if r.integrity and r.window > 0:
+            if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
+                drop[i] = D_REPLAY        # a duplicate inside this batch
+                count_drop(ctr, gdrop, s, D_REPLAY)
+                continue
+        elif r.integrity and seq > top[s]:
+            top[s] = seq                  # no window, but ESN inference still needs the edge
+        data = ops[i, OP_DATA_OFF]
+        dlen = ops[i, OP_DATA_LEN]
+        end = data + dlen
+        pad = np.int64(buf[end - 2])
+        nh = np.int64(buf[end - 1])
+        if pad + 2 > dlen:
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
+        bad_pad = False
+        for k in range(pad):
+            if buf[end - 2 - pad + k] != k + 1:
+                bad_pad = True
+                break
+        if bad_pad:
+            drop[i] = D_MALFORMED
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
+        plen = dlen - 2 - pad
+        if nh == P_NONE:
+            drop[i] = D_DUMMY             # RFC 4303 2.6 TFC dummy packet
+            count_drop(ctr, gdrop, s, D_DUMMY)
+            continue
+        outer_o = aux[i, 0]
+        if r.mode == MODE_TUNNEL:
+            if nh != P_IPV4 and nh != P_IPV6:
+                drop[i] = D_MALFORMED
+                count_drop(ctr, gdrop, s, D_MALFORMED)
+                continue
+            ilen = inner_ok(buf, data, plen, 4 if nh == P_IPV4 else 6)
+            if ilen < 0 or not ecn_decap(buf, outer_o, data):
+                drop[i] = D_MALFORMED
+                count_drop(ctr, gdrop, s, D_MALFORMED)
+                continue
+            new_off = data
+            new_len = ilen                # TFC padding after the inner packet is stripped
+        else:
+            hl = ops[i, OP_AUTH_OFF] - outer_o - (8 if aux[i, 2] else 0)
+            new_off = data - hl
+            move_bytes(buf, new_off, outer_o, hl)
+            buf[aux[i, 1] + (new_off - outer_o)] = nh
+            new_len = hl + plen
+            if (buf[new_off] >> 4) == 4:
+                wr16(buf, new_off + 2, new_len)
+                ipv4_set_checksum(buf, new_off, hl)
+            else:
+                wr16(buf, new_off + 4, new_len - 40)
+        ok, ver, hl2, tot2, proto2, l4b, nhb = parse_ip(buf, new_off, new_len)
+        if ok:
+            sport, dport = ports_of(buf, l4b, new_off + new_len, proto2)
+        else:
+            ver = buf[new_off] >> 4
+            proto2 = 0
+            sport, dport = np.int64(0), np.int64(0)
+        if not selector_match(rec, addr, s, buf, new_off, ver, proto2, sport, dport):
+            drop[i] = D_POLICY_MISMATCH
+            count_drop(ctr, gdrop, s, D_POLICY_MISMATCH)
+            continue
+        off[i] = new_off
+        length[i] = new_len
+        ctr[s, CTR_PACKETS] += 1
+        ctr[s, CTR_BYTES] += new_len
