@@ -52,6 +52,11 @@ cdef enum:
     DROP_AUTH_FAILED = 3
     DROP_MALFORMED = 5
 
+cdef enum:
+    # engine/sa.py protocol numbers: esp_* skip AH rows, ah_icv skips ESP rows
+    PROTO_ESP = 50
+    PROTO_AH = 51
+
 cdef union digest_ctx:
     MD5_CTX md5
     SHA_CTX sha1
@@ -66,6 +71,7 @@ cdef struct hmac_state:
 
 cdef struct sa_crypto:
     int active
+    int proto                     # PROTO_ESP or PROTO_AH
     int cipher
     int auth
     int icv_len
@@ -347,7 +353,7 @@ cdef class CryptoTable:
 
     def install(self, int slot, int cipher, const uint8_t[::1] cipher_key, int salt_len,
                 int auth, const uint8_t[::1] auth_key, int icv_len, int iv_len,
-                bint esn, bint outbound):
+                bint esn, bint outbound, int proto=PROTO_ESP):
         """Key one slot. cipher_key includes the trailing salt/nonce (salt_len bytes)."""
         if slot < 0 or slot >= self.size:
             raise IndexError("SA slot out of range")
@@ -356,6 +362,7 @@ cdef class CryptoTable:
         cdef int keylen = cipher_key.shape[0] - salt_len
         cdef uint8_t ivkey[16]
         cdef const EVP_CIPHER *evp
+        sa.proto = proto
         sa.cipher = cipher
         sa.auth = auth
         sa.icv_len = icv_len
@@ -443,6 +450,8 @@ def esp_encrypt(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops,
             if slot < 0 or slot >= table.size or not sa.active:
                 drop[i] = DROP_MALFORMED
                 continue
+            if sa.proto == PROTO_AH:
+                continue                  # ah_icv's row
             seq = <uint64_t>ops[i, OP_SEQ]
             esp = base + ops[i, OP_AUTH_OFF]
             iv = base + ops[i, OP_IV_OFF]
@@ -500,6 +509,8 @@ def esp_decrypt(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops,
             if slot < 0 or slot >= table.size or not sa.active:
                 drop[i] = DROP_MALFORMED
                 continue
+            if sa.proto == PROTO_AH:
+                continue                  # ah_icv's row
             seq = <uint64_t>ops[i, OP_SEQ]
             esp = base + ops[i, OP_AUTH_OFF]
             iv = base + ops[i, OP_IV_OFF]
@@ -547,7 +558,12 @@ def ah_icv(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops, uint8_t[::1
                 continue
             slot = <int>ops[i, OP_SA]
             sa = &table.tab[slot]
-            if slot < 0 or slot >= table.size or not sa.active or sa.auth == A_NONE:
+            if slot < 0 or slot >= table.size or not sa.active:
+                drop[i] = DROP_MALFORMED
+                continue
+            if sa.proto != PROTO_AH:
+                continue                  # esp_encrypt / esp_decrypt's row
+            if sa.auth == A_NONE:
                 drop[i] = DROP_MALFORMED
                 continue
             seq = <uint64_t>ops[i, OP_SEQ]

@@ -20,8 +20,11 @@ from typing import Literal
 import numpy as np
 
 from . import _crypto
+from .algorithms import MAX_ICV, Auth
 from .batch import PacketBatch
 from .drops import N_DROPS, drop_dict
+from .kernels_ah import (AH_SAVE, finish_decrypt_ah, finish_encrypt_ah, prepare_decrypt_ah,
+                         prepare_encrypt_ah)
 from .kernels_esp import finish_decrypt, finish_encrypt, prepare_decrypt, prepare_encrypt
 from .ops import OP_COLS
 from .sa import PROTO_AH, SAConfig
@@ -37,6 +40,9 @@ class Engine:
         self.sad = SADatabase(max_sas)
         self._ops = np.zeros((0, OP_COLS), np.int64)
         self._aux = np.zeros((0, 3), np.int64)
+        # AH: the IP header chain and the received ICV, saved while zeroed for the ICV pass
+        self._ah_save = np.zeros((0, AH_SAVE), np.uint8)
+        self._icv_in = np.zeros((0, MAX_ICV), np.uint8)
         self.gdrop = np.zeros(N_DROPS, np.uint64)   # drops by reason, all SAs and none
         self.packets_in = 0
         self.packets_out = 0
@@ -46,8 +52,8 @@ class Engine:
         """Install one SA; returns its handle (slot). direction "out" encrypts, "in" decrypts."""
         if direction not in ("in", "out"):
             raise ValueError("direction must be 'in' or 'out'")
-        if cfg.proto == PROTO_AH:
-            raise NotImplementedError("AH is not implemented yet")
+        if cfg.proto == PROTO_AH and (cfg.auth_id == Auth.NONE or cfg.encap_dport is not None):
+            raise ValueError("AH needs an integrity algorithm and no UDP encapsulation")
         return self.sad.install(cfg, direction == "out")
 
     def remove(self, handle: int) -> None:
@@ -65,6 +71,8 @@ class Engine:
         if self._ops.shape[0] < n:
             self._ops = np.zeros((n, OP_COLS), np.int64)
             self._aux = np.zeros((n, 3), np.int64)
+            self._ah_save = np.zeros((n, AH_SAVE), np.uint8)
+            self._icv_in = np.zeros((n, MAX_ICV), np.uint8)
         return self._ops, self._aux
 
     def encrypt(self, batch: PacketBatch) -> None:
@@ -73,11 +81,17 @@ class Engine:
         s = self.sad
         prepare_encrypt(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
                         batch.drop, batch.sa, n, s.rec, s.addr, s.spd, ops, s.ctr, self.gdrop)
+        prepare_encrypt_ah(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
+                           batch.drop, batch.sa, n, s.rec, s.addr, ops, self._ah_save, s.ctr,
+                           self.gdrop)
         before = batch.drop[:n].copy()
         _crypto.esp_encrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, False)
         ops[:n, 0][(before == 0) & (batch.drop[:n] != 0)] = -2   # crypto-pass drops
         finish_encrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
                        s.rec, ops, s.ctr, self.gdrop)
+        finish_encrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                          ops, self._ah_save, s.ctr, self.gdrop)
         self._account(batch)
 
     def decrypt(self, batch: PacketBatch) -> None:
@@ -87,9 +101,16 @@ class Engine:
         prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
                         s.addr, s.in_hash, s.encap_ports, s.top, s.bitmap, ops, aux, s.ctr,
                         self.gdrop)
+        prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                           s.addr, s.in_hash, s.top, s.bitmap, ops, aux, self._ah_save,
+                           self._icv_in, s.ctr, self.gdrop)
         _crypto.esp_decrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
         finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
                        s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
+        finish_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                          s.addr, s.top, s.bitmap, ops, aux, self._ah_save, self._icv_in,
+                          s.ctr, self.gdrop)
         self._account(batch)
 
     def _account(self, batch: PacketBatch) -> None:

@@ -15,7 +15,7 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_ip import (P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add, csum_fold,
+from .kernels_ip import (P_AH, P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add, csum_fold,
                          dscp_of, ecn_of, ipv4_checksum_ok, ipv4_set_checksum, move_bytes,
                          parse_ip, ports_of, rd16, rd32, set_ecn, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
@@ -156,6 +156,7 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
                     rec, addr, spd, ops, ctr, gdrop):
     """Classify, number and frame every packet; leave IV/ciphertext/ICV to the crypto pass."""
     for i in range(n):
+        ops[i, OP_SA] = -1    # a stale -2 from an earlier batch would count a drop twice
         if drop[i]:
             count_drop(ctr, gdrop, -1, drop[i])
             continue
@@ -185,6 +186,8 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
             drop[i] = D_SEQ_EXHAUSTED
             count_drop(ctr, gdrop, s, D_SEQ_EXHAUSTED)
             continue
+        if r.proto == P_AH:
+            continue                 # framed by kernels_ah.prepare_encrypt_ah
         seq = r.seq_out + np.uint64(1)
         iv = np.int64(r.iv_len)
         icv = np.int64(r.icv_len)
@@ -207,6 +210,14 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
         new_end = payload_off + enc_len + icv
         if new_off < slot_start[i] or new_end > slot_end[i]:
             drop[i] = D_MALFORMED       # batch built without head/tailroom: never write outside
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
+        # The output's 16-bit IPv4 total / IPv6 payload length must hold it (no jumbograms,
+        # no fragmentation): a bigger result would go out with a wrapped length field.
+        out_ver = r.family if r.mode == MODE_TUNNEL else ver
+        out_len = new_end - new_off - (40 if out_ver == 6 else 0)
+        if out_len > 0xFFFF:
+            drop[i] = D_MALFORMED
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue
         rec[s].seq_out = seq
@@ -283,6 +294,8 @@ def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
                 count_drop(ctr, gdrop, s, drop[i])
             continue
         r = rec[s]
+        if r.proto == P_AH:
+            continue                 # kernels_ah.finish_encrypt_ah
         o = off[i]
         if r.encap and (buf[o] >> 4) == 6:
             udp_off = ops[i, OP_AUTH_OFF] - 8
@@ -325,6 +338,8 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
             continue
         end = o + tot
         length[i] = tot
+        if proto == P_AH:
+            continue                 # kernels_ah.prepare_decrypt_ah (row left unframed)
         encap = 0
         esp = l4
         if proto == P_UDP:
@@ -431,6 +446,8 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
                 count_drop(ctr, gdrop, s, drop[i])
             continue
         r = rec[s]
+        if r.proto == P_AH:
+            continue                 # kernels_ah.finish_decrypt_ah
         seq = np.uint64(ops[i, OP_SEQ])
         if r.integrity and r.window > 0:
             if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):

@@ -34,7 +34,7 @@ SA_DTYPE = np.dtype([
     ("sel_sport", np.int32), ("sel_dport", np.int32),   # -1 = any
     ("bm_words", np.int32), ("bm_base", np.int64),
     ("seq_out", np.uint64),                              # last outbound sequence number used
-])
+], align=True)   # C layout: aligned fields keep the kernels' loads single instructions
 
 CTR_PACKETS = 0
 CTR_BYTES = 1
@@ -153,7 +153,7 @@ class SADatabase:
         self.ctr[s] = 0
         akey = cfg.auth_key if auth != Auth.NONE else b""
         self.crypto.install(s, int(cipher), bytes(key), salt, int(auth), bytes(akey), icv,
-                            int(r["iv_len"]), cfg.esn, outbound)
+                            int(r["iv_len"]), cfg.esn, outbound, cfg.proto)
         r["active"] = 1
 
     # -- replay bitmap space (first fit over a free list; grows by doubling) ---------------
