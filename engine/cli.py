@@ -3,6 +3,7 @@
     spu encrypt --sa SAFILE IN.pcap OUT.pcap [--stats-json STATS.json]
     spu decrypt --sa SAFILE IN.pcap OUT.pcap [--stats-json STATS.json]
     spu demo [--packets N] [--dir DIR]
+    spu bench [--suites ..] [--sizes ..] [--duration SEC] [--json FILE] [--plot FILE.png] ..
 
 Contract: ../shared/CONTRACT-SPU.md. Errors are one line on stderr and exit status 1;
 nothing the input contains can produce a traceback.
@@ -86,6 +87,11 @@ def _cmd_demo(args) -> int:
     return run_demo(args.packets, args.dir)
 
 
+def _cmd_bench(args) -> int:
+    from bench.runner import run
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spu", description="pyspu: a batched IPsec engine")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--packets", type=int, default=100_000)
     d.add_argument("--dir", default=None, help="keep the demo captures here")
     d.set_defaults(func=_cmd_demo)
+    from bench.runner import add_arguments as bench_arguments   # argparse only: cheap
+    b = sub.add_parser("bench", help="measure the engine on a generated workload beside its "
+                       "crypto ceiling and Python baselines",
+                       description="Measure the engine on a generated workload (suites x "
+                       "packet sizes x directions x batch sizes) beside its crypto ceiling and "
+                       "per-packet Python and scapy baselines. Table on stdout, progress on "
+                       "stderr.")
+    bench_arguments(b)
+    b.set_defaults(func=_cmd_bench)
     return p
 
 

@@ -1,0 +1,242 @@
+"""`spu bench` (issue 3): a tiny run end to end, and the pieces its numbers stand on.
+
+Never asserts timings: only that the run completes, the JSON is well-formed with every key
+and sane values, and the table is printed. The other tests check what the bench's numbers
+mean: the staged passes (ceiling and --profile) do what Engine.encrypt/decrypt do, and the
+Python and scapy baselines do the same ESP work as the engine (each opens the other's
+packets).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import reference, runner
+from bench.ceiling import Ceiling, Passes
+from bench.workload import (ALL_SUITES, DEFAULT_SUITES, IMIX_PATTERN, SuiteError, packets,
+                            parse_sizes, parse_suite, parse_suites)
+from engine.batch import PacketBatch
+from engine.engine import Engine
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+REQUIRED_KEYS = ("suite", "mode", "size", "direction", "workers", "batch", "backend", "mpps",
+                 "gbps", "ns_per_packet", "ceiling_mpps", "ratio_to_ceiling", "python_mpps",
+                 "scapy_mpps")
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def test_spu_bench_tiny_run(tmp_path):
+    out = tmp_path / "bench.json"
+    suite = "rfc4106(gcm(aes))/128"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--suites", suite, "--sizes",
+         "64,1400,imix", "--duration", "0.2", "--batch", "64", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    records = json.loads(out.read_text())
+    assert isinstance(records, list) and len(records) == 6
+    cases = {(r["size"], r["direction"]) for r in records}
+    assert cases == {(s, d) for s in (64, 1400, "imix") for d in ("encrypt", "decrypt")}
+    for r in records:
+        for k in REQUIRED_KEYS:
+            assert k in r, k
+        assert r["suite"] == suite and r["mode"] == "tunnel"
+        assert r["workers"] == 1 and r["batch"] == 64
+        assert r["backend"] == Engine.backend()
+        for k in ("mpps", "gbps", "gbps_wire", "ns_per_packet", "ceiling_mpps",
+                  "ratio_to_ceiling", "python_mpps"):
+            assert _positive(r[k]), (k, r[k])
+        assert r["mpps_min"] <= r["mpps"] <= r["mpps_max"]
+        assert r["scapy_mpps"] is None or _positive(r["scapy_mpps"])
+        # wire bytes carry the ESP overhead: 20 outer + 8 ESP + 8 IV + pad/trailer + 16 ICV
+        assert r["wire_bytes"] >= r["payload_bytes"] + 20 + 8 + 8 + 2 + 16
+        if r["size"] == "imix":     # 64 packets: 5 IMIX periods and 4 more packets
+            assert 64 < r["payload_bytes"] < 1500
+        else:
+            assert r["payload_bytes"] == r["size"]
+    # the table: a heading per suite, the column header, one row per case, the footer
+    assert suite in p.stdout and "Mpps" in p.stdout and "ceiling" in p.stdout
+    assert "crypto backend" in p.stdout and "estimate" in p.stdout
+    rows = [ln for ln in p.stdout.splitlines() if ln.split()[:2] in
+            (["64", "enc"], ["64", "dec"], ["1400", "enc"], ["1400", "dec"],
+             ["imix", "enc"], ["imix", "dec"])]
+    assert len(rows) == 6
+    assert "6/6" in p.stderr            # the progress bar reached the end
+
+
+def test_cli_refuses_more_workers_and_bad_names(capsys):
+    for argv in (["--workers", "2"], ["--suites", "gcm(aes)"], ["--sizes", "12"],
+                 ["--directions", "sideways"]):
+        with pytest.raises(SystemExit) as e:
+            runner.main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "only 1 worker" in err and "unknown cipher" in err
+
+
+def test_plot_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)    # import matplotlib -> ImportError
+    assert runner.main(["--plot", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "matplotlib" in err[0]
+
+
+def test_without_scapy_the_column_is_null(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "scapy.layers.ipsec", None)
+    out = tmp_path / "b.json"
+    assert runner.main(["--suites", "rfc4106(gcm(aes))/128", "--sizes", "64", "--directions",
+                        "encrypt", "--batch", "16", "--duration", "0.05", "--repeats", "2",
+                        "--json", str(out)]) == 0
+    (rec,) = json.loads(out.read_text())
+    assert rec["scapy_mpps"] is None and _positive(rec["python_mpps"])
+    assert "no scapy baseline" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------
+# workload
+# ---------------------------------------------------------------------------------------
+def test_suite_names():
+    assert [s.name for s in parse_suites("default")] == list(DEFAULT_SUITES)
+    assert [s.name for s in parse_suites("all")] == list(ALL_SUITES)
+    assert parse_suite("rfc4106(gcm(aes))").name == "rfc4106(gcm(aes))/128"
+    assert parse_suite("rfc4106(gcm(aes))/256/64").icv_bits == 64
+    assert parse_suite("cbc(aes)+hmac(sha256)").name == "cbc(aes)/128+hmac(sha256)/128"
+    assert parse_suite("hmac(sha1)").name == "ecb(cipher_null)+hmac(sha1)/96"
+    both = parse_suites("rfc7539esp(chacha20,poly1305),cbc(aes)/256+hmac(sha512)/256")
+    assert [s.name for s in both] == ["rfc7539esp(chacha20,poly1305)",
+                                      "cbc(aes)/256+hmac(sha512)/256"]
+    for bad in ("cbc(aes)/100", "rfc4106(gcm(aes))+hmac(sha1)", "cbc(aes)+hmac(sha1)/20",
+                "nothing"):
+        with pytest.raises(SuiteError):
+            parse_suite(bad)
+
+
+def test_sizes_and_imix():
+    assert parse_sizes("64, 1400,imix,64") == [64, 1400, "imix"]
+    assert parse_sizes("default")[-1] == "imix"
+    sizes = [len(p) for p in packets("imix", 24)]
+    assert sorted(sizes[:12]) == sorted(IMIX_PATTERN)
+    assert sizes.count(64) == 14 and sizes.count(576) == 8 and sizes.count(1500) == 2
+    assert all(len(p) == 1400 for p in packets(1400, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# the staged passes are the engine's passes
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["rfc4106(gcm(aes))/128", "cbc(aes)/128+hmac(sha1)/96"])
+def test_staged_passes_equal_engine(name):
+    cfg = parse_suite(name).sa()
+    plain = packets("imix", 24)
+
+    def engines():
+        out, inb = Engine(max_sas=4), Engine(max_sas=4)
+        out.install(cfg, "out")
+        inb.install(cfg, "in")
+        return out, inb
+
+    out, inb = engines()
+    b1 = PacketBatch.from_packets(plain)
+    out.encrypt(b1)
+    out2, inb2 = engines()
+    b2 = PacketBatch.from_packets(plain)
+    Passes(out2, b2, "encrypt").run()
+    if "cbc" not in name:          # CBC IVs come from a random per-SA key: compare lengths
+        assert b1.packets() == b2.packets()
+    assert [len(p) for p in b1.packets()] == [len(p) for p in b2.packets()]
+    assert out.stats() == out2.stats()
+
+    d1 = PacketBatch.from_packets(b1.packets())
+    inb.decrypt(d1)
+    d2 = PacketBatch.from_packets(b1.packets())
+    Passes(inb2, d2, "decrypt").run()
+    assert d1.packets() == d2.packets() == plain
+    assert inb.stats() == inb2.stats()
+
+
+@pytest.mark.parametrize("direction", ["encrypt", "decrypt"])
+def test_ceiling_repeats_the_crypto_pass(direction):
+    cfg = parse_suite("cbc(aes)/128+hmac(sha1)/96").sa()
+    eng = Engine(max_sas=4)
+    eng.install(cfg, "out" if direction == "encrypt" else "in")
+    plain = packets(256, 8)
+    if direction == "decrypt":
+        src = Engine(max_sas=4)
+        src.install(cfg, "out")
+        b = PacketBatch.from_packets(plain)
+        src.encrypt(b)
+        plain = b.packets()
+    c = Ceiling(Passes(eng, PacketBatch.from_packets(plain), direction))
+    c.setup()
+    for _ in range(3):             # decrypt needs its input back every time: restore
+        if c.needs_restore:
+            c.restore()
+        c.run()
+        c.check()
+
+
+# ---------------------------------------------------------------------------------------
+# the baselines do the engine's work
+# ---------------------------------------------------------------------------------------
+def _engine_fns(cfg):
+    def enc(pkts):
+        e = Engine(max_sas=4)
+        e.install(cfg, "out")
+        b = PacketBatch.from_packets(pkts)
+        e.encrypt(b)
+        assert not b.drop[:b.count].any()
+        return b.packets()
+
+    def dec(pkts):
+        e = Engine(max_sas=4)
+        e.install(cfg, "in")
+        b = PacketBatch.from_packets(pkts)
+        e.decrypt(b)
+        return [None if b.drop[i] else b.packet(i) for i in range(b.count)]
+    return enc, dec
+
+
+@pytest.mark.parametrize("name", list(ALL_SUITES) + ["rfc4106(gcm(aes))/128/96"])
+def test_python_baseline_interoperates(name):
+    cfg = parse_suite(name).sa()
+    enc, dec = _engine_fns(cfg)
+    ref = reference.PythonESP(cfg)
+    reference.check_against_engine(ref, enc, dec, packets(64, 3) + packets("imix", 12))
+    # and it drops what it must: a replayed packet, a flipped ICV bit
+    ref.reset()
+    esp = enc(packets(100, 2))
+    assert ref.decrypt(esp[0]) is not None and ref.decrypt(esp[0]) is None
+    bad = bytearray(esp[1])
+    bad[-1] ^= 1
+    assert ref.decrypt(bytes(bad)) is None
+
+
+@pytest.mark.parametrize("name", DEFAULT_SUITES)
+def test_scapy_baseline_interoperates(name):
+    pytest.importorskip("scapy.layers.ipsec")
+    cfg = parse_suite(name).sa()
+    enc, dec = _engine_fns(cfg)
+    reference.check_against_engine(reference.ScapyESP(cfg), enc, dec,
+                                   packets(64, 2) + packets("imix", 12))
+
+
+def test_timing_helpers_report_medians():
+    calls = []
+    (t,) = runner.time_batches([runner.Replay(lambda: calls.append(1), None, 4, 0.01)], 3)
+    assert t is not None and t.repeats == 3 and t.ns_min <= t.ns <= t.ns_max
+    assert len(calls) >= 9                                  # at least 3 rounds per repeat
+    seen, resets = [], []
+    t = runner.time_packets(seen.append, [bytes([i]) for i in range(40)],
+                            lambda: resets.append(len(seen)), 0.01, 3, quantum=12)
+    assert t is not None and t.repeats == 3
+    assert len(seen) % 24 == 0                              # whole chunks of IMIX periods
+    assert all(s % 24 == 0 for s in resets)                 # reset at every pass start
+    assert {x[0] for x in seen} == set(range(24))           # the sample: 1 chunk of 24
