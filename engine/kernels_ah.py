@@ -42,7 +42,7 @@ from .kernels_ip import (P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_RO
                          rd32, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
                   OP_SA, OP_SEQ)
-from .replay import advance, check, infer_seq
+from .replay import advance, check, infer_seq, inferred_elsewhere
 from .sa import MODE_TUNNEL
 from .sad import CTR_BYTES, CTR_PACKETS
 
@@ -70,6 +70,7 @@ Z_SEND = 2           # zero as the sender predicts the receiver will see it
 
 D_NONE = np.uint8(0)
 D_NO_SA = np.uint8(Drop.NO_SA)
+D_AUTH_FAILED = np.uint8(Drop.AUTH_FAILED)
 D_REPLAY = np.uint8(Drop.REPLAY)
 D_MALFORMED = np.uint8(Drop.MALFORMED)
 D_POLICY_MISMATCH = np.uint8(Drop.POLICY_MISMATCH)
@@ -433,6 +434,10 @@ def finish_decrypt_ah(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops
         if drop[i]:
             continue
         seq = np.uint64(ops[i, OP_SEQ])
+        if r.integrity and inferred_elsewhere(top[s], r.window, r.esn, seq):
+            drop[i] = D_AUTH_FAILED       # in file order: other ESN high bits, ICV fails
+            count_drop(ctr, gdrop, s, D_AUTH_FAILED)
+            continue
         if r.integrity and r.window > 0:
             if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
                 drop[i] = D_REPLAY        # a duplicate inside this batch

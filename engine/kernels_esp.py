@@ -20,12 +20,13 @@ from .kernels_ip import (P_AH, P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add, c
                          parse_ip, ports_of, rd16, rd32, set_ecn, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
                   OP_SA, OP_SEQ)
-from .replay import advance, check, infer_seq
+from .replay import advance, check, infer_seq, inferred_elsewhere
 from .sad import (ADDR_DST, ADDR_SEL_DST, ADDR_SEL_SRC, ADDR_SRC, CTR_BYTES, CTR_DROP0,
                   CTR_PACKETS)
 
 D_NO_POLICY = np.uint8(Drop.NO_POLICY)
 D_NO_SA = np.uint8(Drop.NO_SA)
+D_AUTH_FAILED = np.uint8(Drop.AUTH_FAILED)
 D_REPLAY = np.uint8(Drop.REPLAY)
 D_MALFORMED = np.uint8(Drop.MALFORMED)
 D_POLICY_MISMATCH = np.uint8(Drop.POLICY_MISMATCH)
@@ -71,7 +72,7 @@ def lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto):
     return -1
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def prefix_match(buf, off, addr, s, base, plen):
     full = plen >> 3
     for j in range(full):
@@ -85,7 +86,7 @@ def prefix_match(buf, off, addr, s, base, plen):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
     """Does the IP packet at o (version ver, upper protocol and ports given) match SA s's
     selector? An SA without a selector matches everything."""
@@ -111,7 +112,7 @@ def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def count_drop(ctr, gdrop, s, reason):
     gdrop[reason] += 1
     if s >= 0:
@@ -121,23 +122,30 @@ def count_drop(ctr, gdrop, s, reason):
 # ---------------------------------------------------------------------------------------
 # encrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def write_outer_ipv4(buf, o, total, proto, tos, df, ident, addr, s):
+    """Outer IPv4 header; the checksum is summed from the field values (RFC 1071), not
+    re-read from the buffer."""
+    flags = 0x4000 if df else 0
+    ident = ident & 0xFFFF
+    acc = np.int64(0x4500 | tos) + total + ident + flags + ((OUTER_TTL << 8) | proto)
+    for j in range(4):
+        a = addr[s, ADDR_SRC + j]
+        d = addr[s, ADDR_DST + j]
+        buf[o + 12 + j] = a
+        buf[o + 16 + j] = d
+        acc += (np.int64(a) + np.int64(d)) << (8 * (1 - (j & 1)))
     buf[o] = 0x45
     buf[o + 1] = tos
     wr16(buf, o + 2, total)
-    wr16(buf, o + 4, ident & 0xFFFF)
-    buf[o + 6] = 0x40 if df else 0
-    buf[o + 7] = 0
+    wr16(buf, o + 4, ident)
+    wr16(buf, o + 6, flags)
     buf[o + 8] = OUTER_TTL
     buf[o + 9] = proto
-    for j in range(4):
-        buf[o + 12 + j] = addr[s, ADDR_SRC + j]
-        buf[o + 16 + j] = addr[s, ADDR_DST + j]
-    ipv4_set_checksum(buf, o, 20)
+    wr16(buf, o + 10, csum_fold(acc))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def write_outer_ipv6(buf, o, payload_len, proto, tclass, addr, s):
     buf[o] = 0x60 | (tclass >> 4)
     buf[o + 1] = (tclass & 0x0F) << 4     # flow label 0
@@ -307,7 +315,7 @@ def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
 # ---------------------------------------------------------------------------------------
 # decrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def is_encap_port(ports, p):
     for k in range(ports.shape[0]):
         if ports[k] == p:
@@ -449,6 +457,10 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
         if r.proto == P_AH:
             continue                 # kernels_ah.finish_decrypt_ah
         seq = np.uint64(ops[i, OP_SEQ])
+        if r.integrity and inferred_elsewhere(top[s], r.window, r.esn, seq):
+            drop[i] = D_AUTH_FAILED       # in file order: other ESN high bits, ICV fails
+            count_drop(ctr, gdrop, s, D_AUTH_FAILED)
+            continue
         if r.integrity and r.window > 0:
             if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
                 drop[i] = D_REPLAY        # a duplicate inside this batch

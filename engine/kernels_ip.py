@@ -82,7 +82,7 @@ def ipv4_checksum_ok(buf, o, ihl):
     return csum_fold(csum_add(buf, o, ihl, np.int64(0))) == 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def parse_ip(buf, o, avail):
     """Validate an IP header at o with `avail` captured bytes.
 
@@ -132,7 +132,7 @@ def parse_ip(buf, o, avail):
     return False, np.int64(ver), 0, 0, 0, 0, 0
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def ports_of(buf, l4, end, proto):
     """(sport, dport) of a TCP/UDP header at l4, or (0, 0) when absent or truncated."""
     if (proto == P_TCP or proto == P_UDP) and l4 + 4 <= end:
@@ -140,7 +140,7 @@ def ports_of(buf, l4, end, proto):
     return np.int64(0), np.int64(0)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def ecn_of(buf, o):
     """The ECN field (RFC 3168) of the IP header at o."""
     if (buf[o] >> 4) == 4:
@@ -148,7 +148,7 @@ def ecn_of(buf, o):
     return np.int64((buf[o + 1] >> 4) & 3)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def dscp_of(buf, o):
     if (buf[o] >> 4) == 4:
         return np.int64(buf[o + 1] >> 2)

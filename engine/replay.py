@@ -47,6 +47,18 @@ def _slot(base, words, q):
 
 
 @nb.njit(cache=True, nogil=True)
+def inferred_elsewhere(top, w, esn, seq):
+    """ESN, after the ICV verified with `seq` (inferred from the window at batch start):
+    would the packet's 32 bits now, after earlier packets of the batch moved `top`, be
+    inferred into another 2^32 block? Processed in file order its ICV would then have been
+    checked with other high bits and failed, so the caller counts it AUTH_FAILED."""
+    if not esn:
+        return False
+    q = np.uint64(seq)
+    return infer_seq(top, w, esn, q & _MASK32) != q
+
+
+@nb.njit(cache=True, nogil=True)
 def check(bitmap, base, words, top, w, seq):
     """RFC 4303 3.4.3: True if seq is new (right of the window, or in it and unseen)."""
     q = np.uint64(seq)
