@@ -1,0 +1,9 @@
+"""One module per IKEv2 exchange (strongSwan's ikev2/tasks, STYLE.md 2).
+
+    ike_init.py       IKE_SA_INIT (RFC 7296 1.2): proposals, KE, nonces, NAT detection,
+                      COOKIE and INVALID_KE_PAYLOAD retries
+    ike_auth.py       IKE_AUTH (1.2, 2.15): identities, PSK AUTH, the first Child SA
+    child_sa.py       Child SA helpers shared by IKE_AUTH (and CREATE_CHILD_SA, later)
+    informational.py  INFORMATIONAL (1.4): Delete, liveness (DPD), error notifies
+    manager.py        message IDs, window of one, retransmission, cached responses
+"""
