@@ -1,7 +1,14 @@
-"""Build the Cython extensions against the system OpenSSL 3 libcrypto.
+"""Build the Cython extensions against the system OpenSSL 3 libcrypto (engine._crypto) and,
+where its header is installed, Intel's multi-buffer library (engine._mb).
 
-A build without the compiled core is an error, never a silent pure-Python fallback.
+A build without the compiled core is an error, never a silent pure-Python fallback. A build
+without engine._mb says so loudly; the engine then runs on OpenSSL alone and reports
+"ipsec-mb: not built" in Engine.backend(), and under CI (CI=true) tests/test_mb_backend.py
+fails.
 """
+import os
+import sys
+
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -16,6 +23,19 @@ COMMON = dict(
 extensions = [
     Extension("engine._crypto", ["engine/_crypto.pyx"], **COMMON),
 ]
+
+IPSEC_MB_HEADER = "/usr/include/intel-ipsec-mb.h"   # Debian: libipsec-mb-dev
+if os.path.exists(IPSEC_MB_HEADER):
+    extensions.append(Extension("engine._mb", ["engine/_mb.pyx"],
+                                **dict(COMMON, libraries=["IPSec_MB", "crypto"],
+                                       # no v0.53 names: its SHA1/MD5 macros clash with OpenSSL
+                                       define_macros=COMMON["define_macros"] + [
+                                           ("NO_COMPAT_IMB_API_053", "1")])))
+else:
+    bar = "!" * 78
+    print(f"\n{bar}\nWARNING: {IPSEC_MB_HEADER} not found: engine._mb (the Intel multi-buffer "
+          f"crypto\nbackend) is NOT built; the engine will run on OpenSSL only. Install "
+          f"libipsec-mb-dev\n(Debian/Ubuntu, x86-64) and rebuild.\n{bar}\n", file=sys.stderr)
 
 setup(
     ext_modules=cythonize(

@@ -18,7 +18,6 @@ import time
 
 import numpy as np
 
-from engine import _crypto
 from engine.batch import PacketBatch
 from engine.engine import Engine
 from engine.kernels_esp import finish_decrypt, finish_encrypt, prepare_decrypt, prepare_encrypt
@@ -52,11 +51,8 @@ class Passes:
                             s.ctr, e.gdrop)
 
     def crypto(self) -> None:
-        b, s = self.batch, self.engine.sad
-        if self.direction == "encrypt":
-            _crypto.esp_encrypt(s.crypto, b.buf, self.ops, b.drop, b.count)
-        else:
-            _crypto.esp_decrypt(s.crypto, b.buf, self.ops, b.drop, b.count)
+        b = self.batch
+        self.engine.esp_crypto(b.buf, self.ops, b.drop, b.count, self.direction == "encrypt")
 
     def finish(self) -> None:
         b, s, e = self.batch, self.engine.sad, self.engine

@@ -105,7 +105,7 @@ def print_table(records: list[dict], meta: dict, notes: dict, out: IO[str]) -> N
         key = (r["suite"], r["batch"])
         if key != group:
             group = key
-            w(f"\n{r['suite']}  (batch {r['batch']})\n{HEADER}\n")
+            w(f"\n{r['suite']}  (batch {r['batch']}; crypto {r['backend']})\n{HEADER}\n")
         spread = (f"{_num(r['mpps_min'], 5).strip()}-{_num(r['mpps_max'], 5).strip()}"
                   if r["mpps"] is not None else "-")
         w(f"{str(r['size']):>5} {r['direction'][:3]:3} {_num(r['mpps'], 6)} {spread:>11} "
@@ -122,7 +122,7 @@ def print_table(records: list[dict], meta: dict, notes: dict, out: IO[str]) -> N
       + (f"cyc/B: ns/pkt x {mhz:.0f} MHz / payload bytes; the clock is /proc/cpuinfo "
          f"'cpu MHz', so cycles are an estimate (turbo and scaling unseen).\n" if mhz else
          "cyc/B: not shown, /proc/cpuinfo gives no 'cpu MHz'.\n")
-      + "ceiling: the engine's own crypto pass alone (engine._crypto) on op rows prepared "
+      + "ceiling: the engine's own crypto pass alone (Engine.esp_crypto) on op rows prepared "
       "once, same packets; /ceil = engine / ceiling.\n"
       "Python: per-packet ESP on the cryptography package (bench/reference.py)"
       + (f", {_span(py_n)} packets per repeat" if py_n else "")

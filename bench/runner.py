@@ -129,6 +129,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=_count, default=DEFAULT_REPEATS, metavar="N",
                    help=f"repeats per measurement; medians are reported (default "
                         f"{DEFAULT_REPEATS})")
+    p.add_argument("--backend", choices=("auto", "openssl", "ipsec-mb"), default="auto",
+                   help="crypto backend of the engines (engine/backends.py): auto = Intel "
+                        "multi-buffer where it runs the suite, else OpenSSL (default)")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the Python and scapy baselines (their columns are null)")
     p.add_argument("--profile", action="store_true",
@@ -364,7 +367,7 @@ def note(text: str) -> None:
 class SuiteBench:
     """Both engines (one "out", one "in" SA), the baselines and their cross-checks."""
 
-    def __init__(self, suite: Suite, baselines: bool, notes: dict):
+    def __init__(self, suite: Suite, baselines: bool, notes: dict, backend: str = "auto"):
         from engine.engine import Engine
 
         from .reference import PythonESP, ScapyESP, check_against_engine, scapy_missing
@@ -372,9 +375,11 @@ class SuiteBench:
 
         self.suite = suite
         self.cfg = suite.sa()
-        self.enc = Engine(max_sas=4)
+        self.backend = backend
+        self.enc = Engine(max_sas=4, backend=backend)
         self.slot_out = self.enc.install(self.cfg, "out")
-        self.dec = Engine(max_sas=4)
+        self.ran_on = self.enc.backend_of(self.slot_out)     # what the records say ran
+        self.dec = Engine(max_sas=4, backend=backend)
         self.dec.install(self.cfg, "in")
         self.python = self.scapy = None
         sample = packets(64, 4) + packets(1400, 2) + packets("imix", 12)
@@ -397,7 +402,7 @@ class SuiteBench:
     def engine_encrypt(self, pkts: list[bytes]) -> list[bytes]:
         from engine.batch import PacketBatch
         from engine.engine import Engine
-        e = Engine(max_sas=4)
+        e = Engine(max_sas=4, backend=self.backend)
         e.install(self.cfg, "out")
         b = PacketBatch.from_packets(pkts)
         e.encrypt(b)
@@ -408,7 +413,7 @@ class SuiteBench:
     def engine_decrypt(self, pkts: list[bytes]) -> list[Optional[bytes]]:
         from engine.batch import PacketBatch
         from engine.engine import Engine
-        e = Engine(max_sas=4)
+        e = Engine(max_sas=4, backend=self.backend)
         e.install(self.cfg, "in")
         b = PacketBatch.from_packets(pkts)
         e.decrypt(b)
@@ -573,7 +578,8 @@ def _run(args) -> int:
     notes: dict[str, str] = {}
     records: list[dict] = []
     profiles: list[dict] = []
-    meta = {"backend": Engine.backend(), "cpu": cpu_info(), "workers": args.workers,
+    meta = {"backend": Engine(max_sas=1, backend=args.backend).backend(), "cpu": cpu_info(),
+            "workers": args.workers,
             "duration": args.duration, "repeats": args.repeats,
             "python": sys.version.split()[0], "load": (_load(), None),
             "scapy_sample": SCAPY_SAMPLE}
@@ -587,14 +593,15 @@ def _run(args) -> int:
     progress.doing("setting up")
     try:
         for suite in suites:
-            sb = SuiteBench(suite, not args.no_baselines, notes)
+            sb = SuiteBench(suite, not args.no_baselines, notes, args.backend)
             for batch in args.batch:
                 for size in sizes:
                     cd = CaseData(sb, size, batch)
                     for direction in args.directions:
                         progress.doing(f"{suite.name} {size} {direction} batch {batch}")
                         m = measure_case(sb, cd, direction, args)
-                        rec = report.record(suite, size, direction, batch, meta, m)
+                        rec = report.record(suite, size, direction, batch,
+                                            dict(meta, backend=sb.ran_on), m)
                         records.append(rec)
                         if m["profile"]:
                             profiles.append(rec)

@@ -71,6 +71,7 @@ cdef struct hmac_state:
 
 cdef struct sa_crypto:
     int active
+    int disabled                  # another backend runs this slot (set_enabled): skip its rows
     int proto                     # PROTO_ESP or PROTO_AH
     int cipher
     int auth
@@ -405,6 +406,16 @@ cdef class CryptoTable:
         if 0 <= slot < self.size:
             _sa_free(&self.tab[slot])
 
+    def set_enabled(self, int slot, bint enabled):
+        """Disabled: the batch passes skip the slot's rows (another backend, engine/_mb.pyx,
+        runs them). Install enables a slot; the keyed state stays as the fallback."""
+        if slot < 0 or slot >= self.size or not self.tab[slot].active:
+            raise KeyError(f"no SA in crypto slot {slot}")
+        self.tab[slot].disabled = not enabled
+
+    def enabled(self, int slot) -> bool:
+        return 0 <= slot < self.size and self.tab[slot].active and not self.tab[slot].disabled
+
 
 cdef const EVP_CIPHER *_evp_cipher_ecb() except NULL:
     return _fetch(b"AES-128-ECB", b"")
@@ -450,6 +461,8 @@ def esp_encrypt(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops,
             if slot < 0 or slot >= table.size or not sa.active:
                 drop[i] = DROP_MALFORMED
                 continue
+            if sa.disabled:
+                continue                  # another backend's row
             if sa.proto == PROTO_AH:
                 continue                  # ah_icv's row
             seq = <uint64_t>ops[i, OP_SEQ]
@@ -509,6 +522,8 @@ def esp_decrypt(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops,
             if slot < 0 or slot >= table.size or not sa.active:
                 drop[i] = DROP_MALFORMED
                 continue
+            if sa.disabled:
+                continue                  # another backend's row
             if sa.proto == PROTO_AH:
                 continue                  # ah_icv's row
             seq = <uint64_t>ops[i, OP_SEQ]
@@ -561,6 +576,8 @@ def ah_icv(CryptoTable table, uint8_t[::1] buf, int64_t[:, ::1] ops, uint8_t[::1
             if slot < 0 or slot >= table.size or not sa.active:
                 drop[i] = DROP_MALFORMED
                 continue
+            if sa.disabled:
+                continue                  # another backend's row
             if sa.proto != PROTO_AH:
                 continue                  # esp_encrypt / esp_decrypt's row
             if sa.auth == A_NONE:

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from . import _crypto
+from . import _crypto, backends
 from .algorithms import MAX_ICV, Auth
 from .batch import PacketBatch
 from .drops import N_DROPS, drop_dict
@@ -33,11 +33,25 @@ from .sad import CTR_BYTES, CTR_DROP0, CTR_PACKETS, SADatabase
 Direction = Literal["in", "out"]
 
 
+class _class_or_instance:
+    """A method that also works on the class (then it receives the class)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __get__(self, obj, cls):
+        return self.fn.__get__(cls if obj is None else obj)
+
+
 class Engine:
     """One SA database and the batch operations over it (one SPU's data path)."""
 
-    def __init__(self, max_sas: int = 1024):
-        self.sad = SADatabase(max_sas)
+    def __init__(self, max_sas: int = 1024, backend: str = "auto"):
+        """`backend` picks the native crypto (engine/backends.py): "auto" runs each SA on
+        Intel's multi-buffer library where it supports the SA's transforms and on OpenSSL
+        otherwise; "openssl" only OpenSSL; "ipsec-mb" only the multi-buffer library (an
+        error if it is not built; SAs it cannot run are refused)."""
+        self.sad = SADatabase(max_sas, backend=backend)
         self._ops = np.zeros((0, OP_COLS), np.int64)
         self._aux = np.zeros((0, 3), np.int64)
         # AH: the IP header chain and the received ICV, saved while zeroed for the ICV pass
@@ -48,13 +62,15 @@ class Engine:
         self.packets_out = 0
 
     # -- control -------------------------------------------------------------------------
-    def install(self, cfg: SAConfig, direction: Direction) -> int:
-        """Install one SA; returns its handle (slot). direction "out" encrypts, "in" decrypts."""
+    def install(self, cfg: SAConfig, direction: Direction, slot: int | None = None) -> int:
+        """Install one SA; returns its handle (slot). direction "out" encrypts, "in" decrypts.
+        `slot` asks for a particular free handle (engine/spu.py keeps handles equal across
+        its workers)."""
         if direction not in ("in", "out"):
             raise ValueError("direction must be 'in' or 'out'")
         if cfg.proto == PROTO_AH and (cfg.auth_id == Auth.NONE or cfg.encap_dport is not None):
             raise ValueError("AH needs an integrity algorithm and no UDP encapsulation")
-        return self.sad.install(cfg, direction == "out")
+        return self.sad.install(cfg, direction == "out", slot)
 
     def remove(self, handle: int) -> None:
         """Remove an SA; its keys and key-derived state are wiped."""
@@ -85,7 +101,7 @@ class Engine:
                            batch.drop, batch.sa, n, s.rec, s.addr, ops, self._ah_save, s.ctr,
                            self.gdrop)
         before = batch.drop[:n].copy()
-        _crypto.esp_encrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        self.esp_crypto(batch.buf, ops, batch.drop, n, True)
         _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, False)
         ops[:n, 0][(before == 0) & (batch.drop[:n] != 0)] = -2   # crypto-pass drops
         finish_encrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
@@ -104,7 +120,7 @@ class Engine:
         prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
                            s.addr, s.in_hash, s.top, s.bitmap, ops, aux, self._ah_save,
                            self._icv_in, s.ctr, self.gdrop)
-        _crypto.esp_decrypt(s.crypto, batch.buf, ops, batch.drop, n)
+        self.esp_crypto(batch.buf, ops, batch.drop, n, False)
         _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
         finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
                        s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
@@ -112,6 +128,15 @@ class Engine:
                           s.addr, s.top, s.bitmap, ops, aux, self._ah_save, self._icv_in,
                           s.ctr, self.gdrop)
         self._account(batch)
+
+    def esp_crypto(self, buf: np.ndarray, ops: np.ndarray, drop: np.ndarray, n: int,
+                   encrypt: bool) -> None:
+        """The ESP crypto pass over prepared op rows: each backend in turn over the same rows,
+        each taking only the rows of the SAs it runs (bench/ceiling.py times this alone)."""
+        s = self.sad
+        if s.mb is not None:
+            (backends.mb_encrypt if encrypt else backends.mb_decrypt)(s.mb, buf, ops, drop, n)
+        (_crypto.esp_encrypt if encrypt else _crypto.esp_decrypt)(s.crypto, buf, ops, drop, n)
 
     def _account(self, batch: PacketBatch) -> None:
         n = batch.count
@@ -131,6 +156,18 @@ class Engine:
                 "seq_out": int(self.sad.rec[handle]["seq_out"]),
                 "replay_top": int(self.sad.top[handle])}
 
-    @staticmethod
-    def backend() -> str:
-        return f"openssl ({_crypto.openssl_version()})"
+    @_class_or_instance
+    def backend(self_or_cls) -> str:
+        """The crypto backends in use, best first: "ipsec-mb 1.3.0 (avx512) + openssl 3.0.19"
+        (Engine.backend() on the class: what the default, backend="auto", uses; a missing
+        multi-buffer build shows as "(ipsec-mb: not built)")."""
+        if isinstance(self_or_cls, Engine):
+            return backends.describe(self_or_cls.sad.backend_choice)
+        return backends.describe("auto")
+
+    def backend_of(self, handle: int) -> str:
+        """The backend that runs one SA's crypto, e.g. "ipsec-mb 1.3.0 (avx512)"."""
+        if handle not in self.sad.configs:
+            raise KeyError(f"no SA with handle {handle}")
+        return self.sad.backend_of[handle].label
+

@@ -9,7 +9,9 @@ Hot state lives in numpy arrays that the Numba kernels read and write directly:
 - `ctr`  : uint64 [slots, CTR_COLS] per-SA counters (packets, bytes, and one per Drop).
 - `in_hash`: open-addressing table (SPI, dst, proto) -> inbound slot.
 - `spd`  : ordered outbound slots, matched first-to-last by selector.
-The native crypto state (keyed contexts, HMAC states) lives beside them in a CryptoTable.
+The native crypto state (keyed contexts, HMAC states) lives beside them in a CryptoTable
+(OpenSSL, every SA) and, for the SAs the multi-buffer backend runs, an MBTable
+(engine/backends.py picks the backend per SA; the CryptoTable slot is then disabled).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import ipaddress
 
 import numpy as np
 
-from . import replay
+from . import backends, replay
 from ._crypto import CryptoTable
 from .algorithms import AUTHS, CIPHERS, Auth, Cipher
 from .drops import N_DROPS
@@ -51,8 +53,14 @@ def _addr16(ip) -> np.ndarray:
 class SADatabase:
     """Slots for up to `max_sas` SAs; install/remove are control-plane operations."""
 
-    def __init__(self, max_sas: int = 1024, max_window_words: int | None = None):
+    def __init__(self, max_sas: int = 1024, max_window_words: int | None = None,
+                 backend: str = "auto"):
         self.max_sas = max_sas
+        self.backend_choice = backend
+        self.backends = backends.backends_for(backend)      # best first
+        self.mb = (backends.mb_table(max_sas)
+                   if any(b is backends.IPSEC_MB for b in self.backends) else None)
+        self.backend_of: dict[int, backends.Backend] = {}   # slot -> the backend that runs it
         self.rec = np.zeros(max_sas, SA_DTYPE)
         self.addr = np.zeros((max_sas, 64), np.uint8)
         self.top = np.zeros(max_sas, np.uint64)
@@ -67,18 +75,27 @@ class SADatabase:
         self._free = list(range(max_sas - 1, -1, -1))
 
     # -- install / remove ------------------------------------------------------------------
-    def install(self, cfg: SAConfig, outbound: bool) -> int:
+    def install(self, cfg: SAConfig, outbound: bool, slot: int | None = None) -> int:
+        """Install into a free slot (`slot` picks one: the SPU workers keep the
+        dispatcher's handle numbers)."""
         if not self._free:
             raise OverflowError(f"SA table full ({self.max_sas} SAs)")
+        if slot is not None and slot not in self._free:
+            raise ValueError(f"SA slot {slot} is not free")
         key = (cfg.spi, cfg.dst.packed, cfg.proto)
         if not outbound and any(
                 (c.spi, c.dst.packed, c.proto) == key and not self.rec[s]["outbound"]
                 for s, c in self.configs.items()):
             raise ValueError(f"duplicate inbound SA spi 0x{cfg.spi:08x} dst {cfg.dst}")
-        s = self._free.pop()
+        if slot is not None:
+            self._free.remove(slot)
+            s = slot
+        else:
+            s = self._free.pop()
         try:
             self._fill(s, cfg, outbound)
         except BaseException:
+            self._bm_release(int(self.rec[s]["bm_base"]), int(self.rec[s]["bm_words"]))
             self.rec[s] = np.zeros((), SA_DTYPE)
             self._free.append(s)
             raise
@@ -92,6 +109,9 @@ class SADatabase:
         r = self.rec[s]
         self._bm_release(int(r["bm_base"]), int(r["bm_words"]))
         self.crypto.remove(s)              # frees contexts, wipes key-derived state
+        if self.mb is not None:
+            self.mb.remove(s)              # wipes schedules, GCM key data, HMAC states
+        self.backend_of.pop(s, None)
         self.rec[s] = np.zeros((), SA_DTYPE)
         self.addr[s] = 0
         self.top[s] = 0
@@ -152,8 +172,18 @@ class SADatabase:
             self.addr[s, ADDR_SEL_DST:ADDR_SEL_DST + 16] = _addr16(sel.dst.network_address)
         self.ctr[s] = 0
         akey = cfg.auth_key if auth != Auth.NONE else b""
-        self.crypto.install(s, int(cipher), bytes(key), salt, int(auth), bytes(akey), icv,
-                            int(r["iv_len"]), cfg.esn, outbound, cfg.proto)
+        runs = backends.select(self.backends, int(cipher), int(auth), icv, cfg.esn, cfg.proto)
+        args = (s, int(cipher), bytes(key), salt, int(auth), bytes(akey), icv,
+                int(r["iv_len"]), cfg.esn, outbound, cfg.proto)
+        self.crypto.install(*args)         # always: OpenSSL is the fallback
+        if runs is backends.IPSEC_MB:
+            try:
+                self.mb.install(*args)
+            except BaseException:
+                self.crypto.remove(s)
+                raise
+            self.crypto.set_enabled(s, False)
+        self.backend_of[s] = runs
         r["active"] = 1
 
     # -- replay bitmap space (first fit over a free list; grows by doubling) ---------------

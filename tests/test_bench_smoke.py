@@ -51,7 +51,7 @@ def test_spu_bench_tiny_run(tmp_path):
             assert k in r, k
         assert r["suite"] == suite and r["mode"] == "tunnel"
         assert r["workers"] == 1 and r["batch"] == 64
-        assert r["backend"] == Engine.backend()
+        assert r["backend"] in Engine.backend()      # the backend that ran the suite
         for k in ("mpps", "gbps", "gbps_wire", "ns_per_packet", "ceiling_mpps",
                   "ratio_to_ceiling", "python_mpps"):
             assert _positive(r[k]), (k, r[k])

@@ -1,29 +1,37 @@
-"""The op-list column numbers are written twice (engine/ops.py for Numba, a cdef enum in
-engine/_crypto.pyx for Cython); this test keeps them equal, and the same for the
-algorithm ids and drop reasons the .pyx repeats."""
+"""The op-list column numbers are written more than once (engine/ops.py for Numba, a cdef
+enum in engine/_crypto.pyx and engine/_mb.pyx for Cython); this test keeps them equal, and
+the same for the algorithm ids and drop reasons the .pyx files repeat."""
 import re
 from pathlib import Path
+
+import pytest
 
 from engine import ops
 from engine.algorithms import Auth, Cipher
 from engine.drops import Drop
 
-PYX = (Path(__file__).resolve().parent.parent / "engine" / "_crypto.pyx").read_text()
+ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 
-def _enum_value(name: str) -> int:
-    m = re.search(rf"^\s+{name} = (\d+)$", PYX, re.M)
-    assert m, f"{name} not in _crypto.pyx"
-    return int(m.group(1))
+@pytest.fixture(params=["_crypto.pyx", "_mb.pyx"])
+def enum_value(request):
+    """name -> value of a `cdef enum` member in one .pyx."""
+    text = (ENGINE / request.param).read_text()
+
+    def value(name: str) -> int:
+        m = re.search(rf"^\s+{name} = (\d+)$", text, re.M)
+        assert m, f"{name} not in {request.param}"
+        return int(m.group(1))
+    return value
 
 
-def test_op_columns_match():
+def test_op_columns_match(enum_value):
     for name in ("OP_SA", "OP_AUTH_OFF", "OP_AUTH_LEN", "OP_IV_OFF", "OP_DATA_OFF",
                  "OP_DATA_LEN", "OP_ICV_OFF", "OP_SEQ", "OP_COLS"):
-        assert _enum_value(name) == getattr(ops, name), name
+        assert enum_value(name) == getattr(ops, name), name
 
 
-def test_algorithm_ids_match():
+def test_algorithm_ids_match(enum_value):
     pairs = {"C_NULL": Cipher.NULL, "C_AES_CBC": Cipher.AES_CBC, "C_DES3_CBC": Cipher.DES3_CBC,
              "C_DES_CBC": Cipher.DES_CBC, "C_AES_CTR": Cipher.AES_CTR,
              "C_AES_GCM": Cipher.AES_GCM, "C_AES_GMAC": Cipher.AES_GMAC,
@@ -31,9 +39,9 @@ def test_algorithm_ids_match():
              "A_SHA1": Auth.HMAC_SHA1, "A_SHA256": Auth.HMAC_SHA256,
              "A_SHA384": Auth.HMAC_SHA384, "A_SHA512": Auth.HMAC_SHA512}
     for name, value in pairs.items():
-        assert _enum_value(name) == int(value), name
+        assert enum_value(name) == int(value), name
 
 
-def test_drop_values_match():
-    assert _enum_value("DROP_AUTH_FAILED") == Drop.AUTH_FAILED
-    assert _enum_value("DROP_MALFORMED") == Drop.MALFORMED
+def test_drop_values_match(enum_value):
+    assert enum_value("DROP_AUTH_FAILED") == Drop.AUTH_FAILED
+    assert enum_value("DROP_MALFORMED") == Drop.MALFORMED
