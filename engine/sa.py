@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Optional, Union
 
-from .algorithms import AUTHS, CIPHERS, Auth, Cipher, CipherSpec
+from .algorithms import AUTHS, CIPHERS, MAX_ICV, Auth, Cipher, CipherSpec
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -276,7 +276,9 @@ def _auth(e: _Entry, f: dict, kw: str) -> None:
     f["icv_bits"] = spec.default_bits
     if kw == "auth-trunc":
         bits = f["icv_bits"] = e.number("auth-trunc bits", 0, _U32)
-        full = spec.digest_len * 8
+        # The data path reserves MAX_ICV bytes of tailroom: full-length SHA-512 (512 bits)
+        # is not supported (RFC 4868 specifies 256).
+        full = min(spec.digest_len, MAX_ICV) * 8
         if null and bits != 0:
             raise e.error("auth-trunc 'digest_null' bits must be 0")
         # Whole bytes, at most the digest, and at least 32 bits: anything shorter is no

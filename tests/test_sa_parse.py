@@ -116,9 +116,10 @@ def test_every_non_aead_cipher_is_covered():
     assert set(ENC_KEYS) == {n for n, s in CIPHERS.items() if not s.aead}
 
 
+# `longest`: the full digest, capped at the data path's 256-bit ICV limit (MAX_ICV)
 @pytest.mark.parametrize("name,default,full", [
     ("hmac(md5)", 96, 128), ("hmac(sha1)", 96, 160), ("hmac(sha256)", 96, 256),
-    ("hmac(sha384)", 192, 384), ("hmac(sha512)", 256, 512),
+    ("hmac(sha384)", 192, 256), ("hmac(sha512)", 256, 256),
 ])
 def test_auth_algorithms(name, default, full):
     key = "0x" + "ab" * AUTHS[name].digest_len
@@ -520,3 +521,11 @@ def test_file_error_line(tmp_path):
     path.write_text(f"# header\n{ID} {CBC_SHA1}\n{ID} {CBC_SHA1}\n")
     with pytest.raises(SAParseError, match=r"^line 3: duplicate SA"):
         parse_sa_file(str(path))
+
+
+def test_icv_longer_than_the_data_path_supports_is_refused():
+    # A 64-byte HMAC-SHA-512 ICV would not fit the batch tailroom (MAX_ICV = 32 bytes).
+    line = ("src 192.0.2.1 dst 192.0.2.2 proto esp spi 1 enc 'cbc(aes)' 0x" + "00" * 16
+            + " auth-trunc 'hmac(sha512)' 0x" + "11" * 64 + " 512")
+    with pytest.raises(SAParseError, match=r"^line 1: .*32\.\.256"):
+        parse_sa_text(line)
