@@ -21,7 +21,7 @@ import numpy as np
 from engine.batch import PacketBatch
 from engine.engine import Engine
 from engine.kernels_esp import finish_decrypt, finish_encrypt, prepare_decrypt, prepare_encrypt
-from engine.ops import OP_COLS, OP_SA
+from engine.ops import OP_COLS
 
 
 class Passes:
@@ -36,7 +36,6 @@ class Passes:
         n = max(batch.count, 1)
         self.ops = np.zeros((n, OP_COLS), np.int64)    # the bench's own, not the engine's
         self.aux = np.zeros((n, 3), np.int64)
-        self._before = np.zeros(n, np.uint8)
 
     # -- the three passes, exactly as Engine.encrypt / Engine.decrypt call them ----------
     def prepare(self) -> None:
@@ -44,7 +43,6 @@ class Passes:
         if self.direction == "encrypt":
             prepare_encrypt(b.buf, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
                             b.count, s.rec, s.addr, s.spd, self.ops, s.ctr, e.gdrop)
-            self._before[:b.count] = b.drop[:b.count]
         else:
             prepare_decrypt(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, s.addr,
                             s.in_hash, s.encap_ports, s.top, s.bitmap, self.ops, self.aux,
@@ -58,7 +56,6 @@ class Passes:
         b, s, e = self.batch, self.engine.sad, self.engine
         n = b.count
         if self.direction == "encrypt":
-            self.ops[:n, OP_SA][(self._before[:n] == 0) & (b.drop[:n] != 0)] = -2
             finish_encrypt(b.buf, b.off, b.length, b.drop, b.sa, n, s.rec, self.ops, s.ctr,
                            e.gdrop)
         else:

@@ -100,10 +100,8 @@ class Engine:
         prepare_encrypt_ah(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
                            batch.drop, batch.sa, n, s.rec, s.addr, ops, self._ah_save, s.ctr,
                            self.gdrop)
-        before = batch.drop[:n].copy()
         self.esp_crypto(batch.buf, ops, batch.drop, n, True)
         _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, False)
-        ops[:n, 0][(before == 0) & (batch.drop[:n] != 0)] = -2   # crypto-pass drops
         finish_encrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
                        s.rec, ops, s.ctr, self.gdrop)
         finish_encrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,

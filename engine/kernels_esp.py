@@ -164,7 +164,7 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
                     rec, addr, spd, ops, ctr, gdrop):
     """Classify, number and frame every packet; leave IV/ciphertext/ICV to the crypto pass."""
     for i in range(n):
-        ops[i, OP_SA] = -1    # a stale -2 from an earlier batch would count a drop twice
+        ops[i, OP_SA] = -1    # >= 0 only once the packet is framed (finish relies on it)
         if drop[i]:
             count_drop(ctr, gdrop, -1, drop[i])
             continue
@@ -298,7 +298,7 @@ def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
     for i in range(n):
         s = sa[i]
         if drop[i]:
-            if ops[i, OP_SA] == -2:      # dropped by the crypto pass after prepare counted
+            if ops[i, OP_SA] >= 0:       # framed, then dropped by a crypto pass (ESP or AH)
                 count_drop(ctr, gdrop, s, drop[i])
             continue
         r = rec[s]
