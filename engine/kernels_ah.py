@@ -35,7 +35,7 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_esp import (count_drop, ecn_decap, inner_ok, lookup_inbound, selector_match,
+from .kernels_esp import (count_drop, ecn_decap, inner_packet, lookup_inbound, selector_match,
                           write_outer_ipv4, write_outer_ipv6)
 from .kernels_ip import (P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_ROUTING,
                          dscp_of, ecn_of, ipv4_set_checksum, move_bytes, parse_ip, ports_of,
@@ -399,7 +399,7 @@ def decap(buf, i, mode, ops, aux):
     if mode == MODE_TUNNEL:
         if nh != P_IPV4 and nh != P_IPV6:
             return D_MALFORMED, o, np.int64(0)
-        ilen = inner_ok(buf, data, dlen, 4 if nh == P_IPV4 else 6)
+        ilen, _, _ = inner_packet(buf, data, dlen, 4 if nh == P_IPV4 else 6)
         if ilen < 0 or not ecn_decap(buf, o, data):
             return D_MALFORMED, o, np.int64(0)
         return D_NONE, data, ilen

@@ -410,24 +410,25 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
         aux[i, 2] = encap
 
 
-@nb.njit(cache=True)
-def inner_ok(buf, p, avail, want_ver):
-    """Validate the inner IP packet of a tunnel; returns its total length or -1."""
+@nb.njit(cache=True, inline="always")
+def inner_packet(buf, p, avail, want_ver):
+    """Validate a tunnel's inner IP packet. Returns (total length or -1, upper protocol,
+    L4 offset); an inner IPv4 fragment is valid but reports protocol 0 and no L4 header
+    (its ports are unknown), as the selector check expects."""
     if avail < 1 or (buf[p] >> 4) != want_ver:
-        return np.int64(-1)
+        return np.int64(-1), np.int64(0), np.int64(-1)
     ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, p, avail)
-    if not ok:
-        # a fragment is still a valid inner packet: only structure matters here
-        if want_ver == 4 and avail >= 20:
-            ihl = np.int64(buf[p] & 0x0F) * 4
-            t = rd16(buf, p + 2)
-            if ihl >= 20 and ihl <= t <= avail:
-                return t
-        return np.int64(-1)
-    return tot
+    if ok:
+        return tot, proto, l4
+    if want_ver == 4 and avail >= 20:
+        ihl = np.int64(buf[p] & 0x0F) * 4
+        t = rd16(buf, p + 2)
+        if ihl >= 20 and ihl <= t <= avail:
+            return t, np.int64(0), np.int64(-1)
+    return np.int64(-1), np.int64(0), np.int64(-1)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def ecn_decap(buf, outer_o, inner_o):
     """RFC 6040 4.2 normal mode. Returns False when the packet must be dropped
     (CE outer on a Not-ECT inner)."""
@@ -497,7 +498,8 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
                 drop[i] = D_MALFORMED
                 count_drop(ctr, gdrop, s, D_MALFORMED)
                 continue
-            ilen = inner_ok(buf, data, plen, 4 if nh == P_IPV4 else 6)
+            ver = 4 if nh == P_IPV4 else 6
+            ilen, proto2, l4b = inner_packet(buf, data, plen, ver)
             if ilen < 0 or not ecn_decap(buf, outer_o, data):
                 drop[i] = D_MALFORMED
                 count_drop(ctr, gdrop, s, D_MALFORMED)
@@ -515,17 +517,22 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
                 ipv4_set_checksum(buf, new_off, hl)
             else:
                 wr16(buf, new_off + 4, new_len - 40)
-        ok, ver, hl2, tot2, proto2, l4b, nhb = parse_ip(buf, new_off, new_len)
-        if ok:
-            sport, dport = ports_of(buf, l4b, new_off + new_len, proto2)
-        else:
-            ver = buf[new_off] >> 4
-            proto2 = 0
+            ver = np.int64(buf[new_off] >> 4)
+            proto2 = np.int64(0)
+            l4b = np.int64(-1)
+            if r.has_sel:
+                ok, v2, hl2, tot2, p2, l4x, nhb = parse_ip(buf, new_off, new_len)
+                if ok:
+                    proto2 = p2
+                    l4b = l4x
+        if r.has_sel:
             sport, dport = np.int64(0), np.int64(0)
-        if not selector_match(rec, addr, s, buf, new_off, ver, proto2, sport, dport):
-            drop[i] = D_POLICY_MISMATCH
-            count_drop(ctr, gdrop, s, D_POLICY_MISMATCH)
-            continue
+            if l4b >= 0:
+                sport, dport = ports_of(buf, l4b, new_off + new_len, proto2)
+            if not selector_match(rec, addr, s, buf, new_off, ver, proto2, sport, dport):
+                drop[i] = D_POLICY_MISMATCH
+                count_drop(ctr, gdrop, s, D_POLICY_MISMATCH)
+                continue
         off[i] = new_off
         length[i] = new_len
         ctr[s, CTR_PACKETS] += 1

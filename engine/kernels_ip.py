@@ -155,7 +155,7 @@ def dscp_of(buf, o):
     return np.int64(((buf[o] & 0x0F) << 2) | (buf[o + 1] >> 6))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
 def set_ecn(buf, o, ecn):
     """Rewrite the ECN field of the IP header at o (IPv4 checksum updated)."""
     if (buf[o] >> 4) == 4:

@@ -22,7 +22,7 @@ def words_for_window(w):
     return np.int32((np.int64(w) + 63) // 64 + 1)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def infer_seq(top, w, esn, seq_lo):
     """Full 64-bit sequence number for the 32 bits on the wire (RFC 4303 A2.2)."""
     lo = np.uint64(seq_lo) & _MASK32
@@ -41,12 +41,12 @@ def infer_seq(top, w, esn, seq_lo):
     return (th << np.uint64(32)) | lo
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _slot(base, words, q):
     return np.int64(base) + np.int64((q >> np.uint64(6)) % np.uint64(words))
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def inferred_elsewhere(top, w, esn, seq):
     """ESN, after the ICV verified with `seq` (inferred from the window at batch start):
     would the packet's 32 bits now, after earlier packets of the batch moved `top`, be
@@ -58,7 +58,7 @@ def inferred_elsewhere(top, w, esn, seq):
     return infer_seq(top, w, esn, q & _MASK32) != q
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def check(bitmap, base, words, top, w, seq):
     """RFC 4303 3.4.3: True if seq is new (right of the window, or in it and unseen)."""
     q = np.uint64(seq)
@@ -72,7 +72,7 @@ def check(bitmap, base, words, top, w, seq):
     return (bitmap[_slot(base, words, q)] >> (q & np.uint64(63))) & _U1 == _U0
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def advance(bitmap, base, words, top_arr, s, w, seq):
     """After the ICV verified: re-check, mark seq seen, slide the window (RFC 4303 A2.1).
 
