@@ -93,6 +93,7 @@ class Engine:
 
     def encrypt(self, batch: PacketBatch) -> None:
         n = batch.count
+        self._check_preset(batch)
         ops, _ = self._scratch(n)
         s = self.sad
         prepare_encrypt(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
@@ -110,6 +111,7 @@ class Engine:
 
     def decrypt(self, batch: PacketBatch) -> None:
         n = batch.count
+        self._check_preset(batch)
         ops, aux = self._scratch(n)
         s = self.sad
         prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
@@ -135,6 +137,14 @@ class Engine:
         if s.mb is not None:
             (backends.mb_encrypt if encrypt else backends.mb_decrypt)(s.mb, buf, ops, drop, n)
         (_crypto.esp_encrypt if encrypt else _crypto.esp_decrypt)(s.crypto, buf, ops, drop, n)
+
+    @staticmethod
+    def _check_preset(batch: PacketBatch) -> None:
+        """Pre-set drop reasons index the counter arrays in the kernels (no bounds checks
+        there): anything that is not a Drop would be a write past their end."""
+        n = batch.count
+        if n and int(batch.drop[:n].max()) >= N_DROPS:
+            raise ValueError("batch.drop holds a value that is not an engine.drops.Drop")
 
     def _account(self, batch: PacketBatch) -> None:
         n = batch.count

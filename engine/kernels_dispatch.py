@@ -1,0 +1,258 @@
+"""Numba kernels of the SPU dispatcher (engine/spu.py) and its workers (engine/spu_worker.py).
+
+The dispatcher classifies every packet of a batch to the physical SPU that owns its SA:
+
+    decrypt: outer IP / ESP / ESP-in-UDP / AH header -> (SPI, dst, proto) -> SA slot
+    encrypt: the first outbound SA whose selector matches (or the pinned batch.sa[i]),
+             over a compiled copy of the selectors (compile_policy)
+    then:    SA slot -> logical SPU (sa_logical) -> physical SPU (owner)
+
+A packet that belongs to no SA is dropped here with the reason the engine itself would
+give (the same checks, in the same order, as the head of kernels_esp.prepare_decrypt /
+prepare_encrypt and kernels_ah.prepare_decrypt_ah), so a run over N workers drops and
+counts exactly what one engine does. Everything SA-specific after the lookup (replay,
+lengths, ICV, ...) is the owner's job.
+
+Packets never move: the batch lives in shared memory and each worker gets the indices of
+its packets (`split`), gathers their metadata into a private view (`gather`), runs the
+engine on the shared buffer, and writes the metadata back (`scatter`). Slots are disjoint
+and 64-byte aligned, so workers never write the same cache line.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from .drops import Drop
+from .kernels_esp import is_encap_port, lookup_inbound
+from .kernels_ip import P_AH, P_ESP, P_UDP, ipv4_checksum_ok, parse_ip, ports_of, rd16, rd32
+from .sad import ADDR_SEL_DST, ADDR_SEL_SRC
+
+D_NO_POLICY = np.uint8(Drop.NO_POLICY)
+D_NO_SA = np.uint8(Drop.NO_SA)
+D_MALFORMED = np.uint8(Drop.MALFORMED)
+D_KEEPALIVE = np.uint8(Drop.KEEPALIVE)
+
+#: Per-packet mark (batch.drop) for a packet that was inside an SPU when it died. Not a
+#: Drop reason: such packets are counted as `lost`, beside `dropped` (engine/spu.py).
+LOST = np.uint8(255)
+AH_FIXED = 12         # RFC 4302 2: the AH header up to the ICV
+
+
+@nb.njit(cache=True)
+def classify_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_ports,
+                     sa_logical, owner, dest):
+    """dest[i] = physical SPU of packet i's inbound SA (sa[i] = its slot, as the engine's
+    own lookup would set it), or -1 (drop[i] says why)."""
+    for i in range(n):
+        dest[i] = -1
+        if drop[i]:
+            continue
+        o = off[i]
+        ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
+        if ok and ver == 4 and not ipv4_checksum_ok(buf, o, hl):
+            ok = False
+        if not ok:
+            drop[i] = D_MALFORMED
+            continue
+        end = o + tot
+        dst_off = o + 16 if ver == 4 else o + 24
+        if proto == P_AH:
+            if l4 + AH_FIXED > end:
+                drop[i] = D_MALFORMED
+                continue
+            s = lookup_inbound(rec, addr, in_hash, rd32(buf, l4 + 4), buf, dst_off, ver, P_AH)
+            if s < 0 or rec[s].outbound:
+                drop[i] = D_NO_SA
+                continue
+            sa[i] = s
+            dest[i] = owner[sa_logical[s]]
+            continue
+        encap = 0
+        esp = l4
+        if proto == P_UDP:
+            if l4 + 8 > end or not is_encap_port(encap_ports, rd16(buf, l4 + 2)):
+                drop[i] = D_NO_SA
+                continue
+            if end - (l4 + 8) == 1 and buf[l4 + 8] == 0xFF:
+                drop[i] = D_KEEPALIVE
+                continue
+            esp = l4 + 8
+            if end - esp >= 4 and rd32(buf, esp) == 0:
+                drop[i] = D_NO_SA
+                continue
+            encap = 1
+        elif proto != P_ESP:
+            drop[i] = D_NO_SA
+            continue
+        if esp + 8 > end:
+            drop[i] = D_MALFORMED
+            continue
+        s = lookup_inbound(rec, addr, in_hash, rd32(buf, esp), buf, dst_off, ver, P_ESP)
+        if s < 0 or rec[s].encap != encap or rec[s].outbound:
+            drop[i] = D_NO_SA
+            continue
+        sa[i] = s
+        dest[i] = owner[sa_logical[s]]
+
+
+# compiled policy (compile_policy): one row per outbound SA, in policy order
+POL_SLOT, POL_HAS_SEL, POL_FAMILY, POL_PROTO, POL_SPORT, POL_DPORT = range(6)
+POL_I_COLS = 6
+POL_A_COLS = 8      # src net hi/lo, src mask hi/lo, dst net hi/lo, dst mask hi/lo
+_U32 = np.uint64(32)
+_M64 = (1 << 64) - 1
+
+
+def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray]:
+    """The outbound selectors of an SADatabase (rec, addr, spd) as masks over 128-bit
+    addresses (IPv4 in the top 32 bits, as engine/sad.py stores it), so the first-match
+    walk costs a few integer compares per SA. Same rule as kernels_esp.selector_match
+    (a test checks it); built on the control path, at every install and remove."""
+    pol_i = np.zeros((len(spd), POL_I_COLS), np.int64)
+    pol_a = np.zeros((len(spd), POL_A_COLS), np.uint64)
+    for k, s in enumerate(spd):
+        r = rec[s]
+        pol_i[k] = (s, r["has_sel"], r["sel_family"], r["sel_proto"], r["sel_sport"],
+                    r["sel_dport"])
+        for col, base, plen in ((0, ADDR_SEL_SRC, int(r["sel_src_len"])),
+                                (4, ADDR_SEL_DST, int(r["sel_dst_len"]))):
+            value = int.from_bytes(bytes(addr[s, base:base + 16]), "big")
+            mask = ((1 << plen) - 1) << (128 - plen)
+            net = value & mask
+            pol_a[k, col:col + 4] = (net >> 64, net & _M64, mask >> 64, mask & _M64)
+    return pol_i, pol_a
+
+
+@nb.njit(cache=True, inline="always")
+def rd64(buf, o):
+    v = np.uint64(0)
+    for j in range(8):
+        v = (v << np.uint64(8)) | np.uint64(buf[o + j])
+    return v
+
+
+@nb.njit(cache=True, inline="always")
+def policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
+    if not pol_i[k, POL_HAS_SEL]:
+        return True
+    if pol_i[k, POL_FAMILY] != ver:
+        return False
+    if (s0 & pol_a[k, 2]) != pol_a[k, 0] or (s1 & pol_a[k, 3]) != pol_a[k, 1]:
+        return False
+    if (d0 & pol_a[k, 6]) != pol_a[k, 4] or (d1 & pol_a[k, 7]) != pol_a[k, 5]:
+        return False
+    p = pol_i[k, POL_PROTO]
+    if p != 0 and p != proto:
+        return False
+    p = pol_i[k, POL_SPORT]
+    if p >= 0 and p != sport:
+        return False
+    p = pol_i[k, POL_DPORT]
+    if p >= 0 and p != dport:
+        return False
+    return True
+
+
+@nb.njit(cache=True)
+def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logical, owner, dest):
+    """dest[i] = physical SPU of the outbound SA packet i goes to (written to sa[i]), or -1."""
+    for i in range(n):
+        dest[i] = -1
+        if drop[i]:
+            continue
+        o = off[i]
+        ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
+        if not ok:
+            drop[i] = D_MALFORMED
+            continue
+        sport, dport = ports_of(buf, l4, o + tot, proto)
+        s = np.int64(sa[i])
+        if s < 0:
+            if ver == 4:
+                s0 = np.uint64(rd32(buf, o + 12)) << _U32
+                d0 = np.uint64(rd32(buf, o + 16)) << _U32
+                s1 = np.uint64(0)
+                d1 = np.uint64(0)
+            else:
+                s0 = rd64(buf, o + 8)
+                s1 = rd64(buf, o + 16)
+                d0 = rd64(buf, o + 24)
+                d1 = rd64(buf, o + 32)
+            for k in range(pol_i.shape[0]):
+                if policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
+                    s = pol_i[k, POL_SLOT]
+                    break
+        if s < 0 or s >= rec.shape[0] or not rec[s].active or not rec[s].outbound:
+            drop[i] = D_NO_POLICY
+            continue
+        sa[i] = s
+        dest[i] = owner[sa_logical[s]]
+
+
+@nb.njit(cache=True)
+def split(dest, n, counts, starts, order):
+    """Group packet indices by SPU, keeping input order inside each group (per-SA order).
+
+    counts[w] = packets for SPU w; order[starts[w]:starts[w] + counts[w]] their indices."""
+    counts[:] = 0
+    for i in range(n):
+        if dest[i] >= 0:
+            counts[dest[i]] += 1
+    acc = 0
+    for w in range(counts.shape[0]):
+        starts[w] = acc
+        acc += counts[w]
+    for w in range(counts.shape[0]):
+        counts[w] = 0
+    for i in range(n):
+        d = dest[i]
+        if d >= 0:
+            order[starts[d] + counts[d]] = i
+            counts[d] += 1
+
+
+@nb.njit(cache=True)
+def gather(idx, m, off, length, slot_start, slot_end, drop, sa,
+           v_off, v_length, v_slot_start, v_slot_end, v_drop, v_sa):
+    """A worker's view of its m packets of a shared batch (metadata only, bytes stay)."""
+    for j in range(m):
+        i = idx[j]
+        v_off[j] = off[i]
+        v_length[j] = length[i]
+        v_slot_start[j] = slot_start[i]
+        v_slot_end[j] = slot_end[i]
+        v_drop[j] = drop[i]
+        v_sa[j] = sa[i]
+
+
+@nb.njit(cache=True)
+def scatter(idx, m, v_off, v_length, v_drop, v_sa, off, length, drop, sa):
+    """Write a worker's results back into the shared batch."""
+    for j in range(m):
+        i = idx[j]
+        off[i] = v_off[j]
+        length[i] = v_length[j]
+        drop[i] = v_drop[j]
+        sa[i] = v_sa[j]
+
+
+@nb.njit(cache=True)
+def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop):
+    """Counters of one finished batch: per SPU (packets it was given, written, dropped by
+    reason, lost with it) and the dispatcher's own drops (dest -1)."""
+    for i in range(n):
+        d = dest[i]
+        r = drop[i]
+        if d < 0:
+            if r < disp_drop.shape[0]:
+                disp_drop[r] += 1
+            continue
+        spu_in[d] += 1
+        if r == 0:
+            spu_out[d] += 1
+        elif r == LOST:
+            spu_lost[d] += 1
+        elif r < spu_drop.shape[1]:
+            spu_drop[d, r] += 1
+

@@ -1,0 +1,157 @@
+"""Shared-memory segments for the SPU dispatcher and its workers: numpy views, no pickling.
+
+Two kinds of segment (engine/spu.py creates both, workers attach by name):
+
+- the batch ring: `ring` PacketBatches whose arrays (buffer, offsets, lengths, drop
+  reasons, SA handles, timestamps, L2 headers) all live in one segment. Packets are read
+  into a ring batch once and never copied again: the dispatcher tells each worker which
+  packet indices of the batch are its own, the workers run the engine on the shared
+  buffer in place (packet slots are disjoint and 64-byte aligned), and the batch is
+  written out in input order when every worker has reported.
+- one segment per worker: its request ring (`idx[ring, capacity]`, packet indices per
+  ring batch) and its engine's hot SA state (`rec`, `top`, `ctr`: engine/sad.py layouts).
+  The worker's engine runs on these arrays directly, so its sequence numbers, replay
+  window edges and counters are readable by the dispatcher at any moment, including
+  after the worker was killed: the sequence high-water marks it resumes from.
+
+Numpy views are made on a private mmap of each segment rather than on
+SharedMemory.buf, so closing never fails while a view is still referenced (the mapping
+goes away with its last view). Segment names start with `pyspu_` (tests check that none
+is left in /dev/shm). Only the creator tracks and unlinks a segment: attaching workers
+opt out of multiprocessing's resource tracker, which would otherwise unlink it twice.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+from dataclasses import dataclass
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from typing import Optional
+
+import numpy as np
+
+from .batch import PacketBatch
+from .sad import CTR_COLS, SA_DTYPE
+
+PREFIX = "pyspu_"
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    offset: int
+
+
+class Layout:
+    """Named arrays packed into one buffer, each 64-byte aligned."""
+
+    def __init__(self):
+        self.fields: list[Field] = []
+        self.size = 0
+
+    def add(self, name: str, shape, dtype) -> None:
+        dtype = np.dtype(dtype)
+        shape = tuple(int(x) for x in np.atleast_1d(shape))
+        off = -(-self.size // ALIGN) * ALIGN
+        self.fields.append(Field(name, shape, dtype, off))
+        self.size = off + int(np.prod(shape)) * dtype.itemsize
+
+    def views(self, buf) -> dict[str, np.ndarray]:
+        return {f.name: np.ndarray(f.shape, f.dtype, buffer=buf, offset=f.offset)
+                for f in self.fields}
+
+
+class Segment:
+    """One shared-memory segment mapped as the arrays of a Layout."""
+
+    def __init__(self, shm: SharedMemory, layout: Layout, owner: bool):
+        self.name = shm.name
+        self.layout = layout
+        self._shm: Optional[SharedMemory] = shm if owner else None
+        self._mm = mmap.mmap(shm._fd, layout.size)   # our own mapping (see module doc)
+        shm.close()
+        self.arrays = layout.views(self._mm)
+
+    @classmethod
+    def create(cls, layout: Layout) -> "Segment":
+        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
+        shm = SharedMemory(name=name, create=True, size=max(layout.size, 1))
+        seg = cls(shm, layout, owner=True)
+        for a in seg.arrays.values():
+            a[...] = 0
+        return seg
+
+    @classmethod
+    def attach(cls, name: str, layout: Layout) -> "Segment":
+        register = resource_tracker.register
+        resource_tracker.register = lambda *args, **kw: None   # the creator tracks it
+        try:
+            shm = SharedMemory(name=name)
+        finally:
+            resource_tracker.register = register
+        return cls(shm, layout, owner=False)
+
+    def unlink(self) -> None:
+        """Remove the name (creator only); memory goes when the last mapping does."""
+        if self._shm is not None:
+            try:
+                self._shm.unlink()
+            except FileNotFoundError:
+                pass
+            self._shm = None
+
+
+# -- the batch ring -------------------------------------------------------------------------
+def _template(capacity: int, data_bytes: int) -> PacketBatch:
+    return PacketBatch(capacity, data_bytes=data_bytes)
+
+
+def ring_layout(ring: int, capacity: int, data_bytes: int) -> Layout:
+    """Every numpy array of a PacketBatch(capacity, data_bytes), `ring` times over."""
+    t = _template(capacity, data_bytes)
+    lay = Layout()
+    for k in range(ring):
+        for name, arr in sorted(vars(t).items()):
+            if isinstance(arr, np.ndarray):
+                lay.add(f"{k}.{name}", arr.shape, arr.dtype)
+    return lay
+
+
+def ring_batches(seg: Segment, ring: int, capacity: int, data_bytes: int) -> list[PacketBatch]:
+    """The ring's PacketBatches, their arrays views of the segment."""
+    t = _template(capacity, data_bytes)
+    out = []
+    for k in range(ring):
+        b = PacketBatch.__new__(PacketBatch)
+        b.__dict__.update(vars(t))
+        for name, arr in vars(t).items():
+            if isinstance(arr, np.ndarray):
+                setattr(b, name, seg.arrays[f"{k}.{name}"])
+        b.clear()
+        out.append(b)
+    return out
+
+
+# -- per-worker segment ---------------------------------------------------------------------
+def worker_layout(ring: int, capacity: int, max_sas: int) -> Layout:
+    lay = Layout()
+    lay.add("idx", (ring, capacity), np.int32)
+    lay.add("rec", (max_sas,), SA_DTYPE)
+    lay.add("top", (max_sas,), np.uint64)
+    lay.add("ctr", (max_sas, CTR_COLS), np.uint64)
+    return lay
+
+
+def leaked(pid: Optional[int] = None) -> list[str]:
+    """Segment names of ours (of process `pid`, or any) still in /dev/shm (for tests)."""
+    try:
+        names = os.listdir("/dev/shm")
+    except FileNotFoundError:
+        return []
+    head = PREFIX if pid is None else f"{PREFIX}{pid}_"
+    return sorted(n for n in names if n.startswith(head))

@@ -1,0 +1,690 @@
+"""SPUs: the IPsec data path spread over worker processes, each owning a shard of the SAs.
+
+    cl = SpuCluster(workers=2)                    # starts the worker processes
+    h = cl.install(cfg, "in", anchor=(src, dst, sport, dport))   # the IKE 4-tuple
+    for batch in cl.stream("decrypt", reader_fill):              # input order kept
+        writer.write(batch)
+    cl.stats(); cl.spu_stats(); cl.sa_stats(h); cl.add_worker(); cl.close()
+
+Anchoring (engine/anchor.py): the IKE 4-tuple hashes to one of N_LOGICAL logical SPUs, an
+AnchorMap gives each logical SPU a physical SPU (a worker process), and every SA is
+installed on the anchor SPU of its IKE SA, so child SAs of one IKE SA (and, for SA files,
+all SAs between the same two peers) share one owner. Each SA has exactly one owner: its
+replay window and sequence counter never need a lock (STYLE.md point 11).
+
+Data path per batch (packets never copied, never pickled; engine/ring.py):
+1. the batch is read into a shared-memory ring batch;
+2. a Numba kernel (engine/kernels_dispatch.py) maps each packet to its SA's owner:
+   decrypt by (SPI, dst, proto) through this dispatcher's own lookup tables, encrypt by
+   the first matching outbound selector (pinned in batch.sa). Packets that match no SA
+   are dropped here with the reason the engine gives (no_sa, no_policy, malformed,
+   keepalive);
+3. each owner gets its packet indices in its request ring and one pipe message; it runs
+   the engine on its packets in place and answers with one message;
+4. when every owner has answered, the batch is complete, in input order, and counted.
+Each worker handles its messages in order, so each SA's packets stay in order.
+
+Failure: a worker that dies (or does not answer within `timeout`) is found through its
+process sentinel or pipe EOF. Its packets still inside it (groups sent, not answered) are
+marked LOST and counted as `lost`; nothing else is. Its logical SPUs, and only those, move
+to the survivors (AnchorMap.remove), and its SAs are re-created there from the control
+copy kept here: outbound SAs resume at the dead worker's sequence high-water mark plus
+`capacity` (its records live in shared memory, so the mark is at most one batch behind
+what it used: no sequence number is ever sent twice), inbound SAs resume with the window
+edge it last reached and everything up to it marked seen (conservative: a replay of an
+old packet cannot get in; a late, never-seen one is dropped as a replay).
+
+Adding a worker (`add_worker`) moves n_logical // (live + 1) logical SPUs to it, the
+minimum for a balanced table; their SAs move with their exact state (sequence number,
+window bitmap), after the old owner finished what it had queued.
+
+Counters: packets_in == packets_out + sum(dropped) + lost, globally and per SPU
+(`spu_stats`); the dispatcher's own drops are reported as "dispatch".
+"""
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import selectors
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+
+from . import ring as shm
+from . import spu_worker
+from .anchor import N_LOGICAL, Anchor, AnchorMap, anchor_of, logical_of
+from .batch import PacketBatch
+from .drops import N_DROPS, drop_dict
+from .engine import Engine
+from .kernels_dispatch import (
+    LOST,
+    account,
+    classify_decrypt,
+    classify_encrypt,
+    compile_policy,
+    split,
+)
+from .sa import SAConfig
+from .sad import CTR_BYTES, CTR_COLS, CTR_DROP0, CTR_PACKETS
+
+MAX_SPUS = 64              # physical SPU ids ever started by one cluster (tuning bound)
+DEFAULT_RING = 4           # ring batches: one being read/written, the rest in the workers
+DEFAULT_TIMEOUT = 60.0     # seconds a worker may take to answer one message
+START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compiles)
+_U32 = (1 << 32) - 1
+_U64 = (1 << 64) - 1
+
+
+class SpuError(RuntimeError):
+    """The SPU cluster cannot go on (every worker died, a worker reported a bug)."""
+
+
+class _Died(Exception):
+    def __init__(self, spu: int):
+        super().__init__(f"SPU {spu} died")
+        self.spu = spu
+
+
+@dataclass
+class _Spu:
+    id: int
+    process: mp.process.BaseProcess
+    conn: object
+    seg: shm.Segment
+    pid: int = 0
+    alive: bool = True
+    replies: deque = field(default_factory=deque)
+    outstanding: deque = field(default_factory=deque)   # (k, start, m) sent, not answered
+
+    @property
+    def idx(self) -> np.ndarray:
+        return self.seg.arrays["idx"]
+
+
+@dataclass
+class _SA:
+    """The control copy of one SA: enough to re-create it anywhere."""
+    cfg: SAConfig
+    direction: str
+    anchor: Anchor
+    logical: int
+    spu: int                 # the SPU it is installed on (or being installed on)
+    acked: bool = False      # that SPU confirmed: its shared record is this SA's
+    floor: int = 0           # seq_out (out) / window top (in) it was last installed with
+    base: np.ndarray = field(default_factory=lambda: np.zeros(CTR_COLS, np.uint64))
+
+
+class _Resources:
+    """Processes, pipes and segments to release even if the cluster is never closed."""
+
+    def __init__(self):
+        self.procs: list = []
+        self.conns: list = []
+        self.segments: list[shm.Segment] = []
+        self.selector = selectors.DefaultSelector()
+
+    def release(self, grace: float = 5.0) -> None:
+        for c in self.conns:
+            try:
+                spu_worker.send(c, ("stop",))
+            except (OSError, ValueError):
+                pass
+        end = time.monotonic() + grace
+        for p in self.procs:
+            p.join(max(0.0, end - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                p.kill()
+                p.join(grace)
+        for c in self.conns:
+            c.close()
+        for s in self.segments:
+            s.unlink()
+        self.procs.clear()
+        self.conns.clear()
+        self.segments.clear()
+        self.selector.close()
+
+
+def _context(name: Optional[str]):
+    """forkserver where available (workers fork from a clean server that has imported the
+    engine once: fast starts, no inherited threads or OpenSSL state), else spawn."""
+    if name is None:
+        name = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(name)
+    if name == "forkserver":
+        ctx.set_forkserver_preload(["engine.spu_worker"])
+    return ctx
+
+
+class SpuCluster:
+    """N SPU worker processes behind one dispatcher (this object). Not thread-safe.
+
+    Workers start with multiprocessing, so a script that creates a cluster needs the
+    usual `if __name__ == "__main__":` guard. close() (or the `with` block, or garbage
+    collection, or interpreter exit) stops them and unlinks every shared segment."""
+
+    def __init__(self, workers: int = 2, *, capacity: int = 1024,
+                 data_bytes: Optional[int] = None, ring: int = DEFAULT_RING,
+                 max_sas: int = 1024, n_logical: int = N_LOGICAL,
+                 context: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
+                 start_timeout: float = START_TIMEOUT, backend: str = "auto"):
+        """`workers` SPU processes; ring batches of `capacity` packets / `data_bytes`
+        bytes, `ring` of them in flight; `backend` is each worker engine's crypto backend
+        (Engine). `context`: a multiprocessing start method (default forkserver)."""
+        if not 1 <= workers <= MAX_SPUS:
+            raise ValueError(f"workers must be 1..{MAX_SPUS}")
+        if ring < 1 or capacity < 1:
+            raise ValueError("ring and capacity must be positive")
+        self.capacity = capacity
+        self.data_bytes = data_bytes if data_bytes is not None else capacity * 2048
+        self.ring = ring
+        self.max_sas = max_sas
+        self.timeout = timeout
+        self.start_timeout = start_timeout
+        self.backend_choice = backend
+        self.backend_label = ""
+        #: Outbound resume margin after a failure: a worker is inside at most one
+        #: request (<= capacity packets) past its last completed store of seq_out.
+        self.margin = capacity
+        self._closed = False
+        self._res = _Resources()
+        self._finalizer = weakref.finalize(self, self._res.release)
+        self._ctx = _context(context)
+        # the dispatcher's SA lookup tables (and the validation every install goes through)
+        self._lookup = Engine(max_sas=max_sas, backend="openssl")
+        self._policy = self._compile()
+        self._sa_logical = np.zeros(max_sas, np.int32)
+        self._sas: dict[int, _SA] = {}
+        self._spus: dict[int, _Spu] = {}
+        self._dead: deque[int] = deque()
+        self._next_id = 0
+        self.moves: list[tuple[str, int, list[int]]] = []   # ("add"/"fail", spu, logicals)
+        self._spu_in = np.zeros(MAX_SPUS, np.uint64)
+        self._spu_out = np.zeros(MAX_SPUS, np.uint64)
+        self._spu_lost = np.zeros(MAX_SPUS, np.uint64)
+        self._spu_drop = np.zeros((MAX_SPUS, N_DROPS), np.uint64)
+        self._disp_drop = np.zeros(N_DROPS, np.uint64)
+        self._counts = np.zeros(MAX_SPUS, np.int64)
+        self._starts = np.zeros(MAX_SPUS, np.int64)
+        self._order = np.zeros(capacity, np.int32)
+        self._dest = np.full((ring, capacity), -1, np.int32)
+        self._n = [0] * ring            # packets of ring batch k in flight (0 = idle)
+        self._enc = [False] * ring
+        self._pending = [0] * ring      # requests of ring batch k not answered yet
+        self._fill = np.zeros((MAX_SPUS, ring), np.int64)   # idx entries used per SPU, batch
+        try:
+            self._ring_seg = shm.Segment.create(shm.ring_layout(ring, capacity, self.data_bytes))
+            self._res.segments.append(self._ring_seg)
+            self.batches: list[PacketBatch] = shm.ring_batches(self._ring_seg, ring, capacity,
+                                                               self.data_bytes)
+            for b in self.batches:
+                b.sa[:] = -1
+            started = [self._spawn() for _ in range(workers)]
+            for s in started:
+                self._await_ready(s)
+            self.anchors = AnchorMap([s.id for s in started], n_logical)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- lifetime ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the workers (killed if they do not stop) and unlink the shared memory."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> "SpuCluster":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spawn(self) -> _Spu:
+        sid = self._next_id
+        if sid >= MAX_SPUS:
+            raise SpuError(f"more than {MAX_SPUS} SPUs started")
+        self._next_id += 1
+        seg = shm.Segment.create(shm.worker_layout(self.ring, self.capacity, self.max_sas))
+        self._res.segments.append(seg)
+        parent, child = self._ctx.Pipe(duplex=True)
+        spec = {"id": sid, "capacity": self.capacity, "data_bytes": self.data_bytes,
+                "ring": self.ring, "max_sas": self.max_sas, "ring_name": self._ring_seg.name,
+                "seg_name": seg.name, "backend": self.backend_choice}
+        p = self._ctx.Process(target=spu_worker.main, args=(child, spec), name=f"pyspu-spu{sid}",
+                              daemon=True)
+        p.start()
+        child.close()
+        self._res.procs.append(p)
+        self._res.conns.append(parent)
+        spu = _Spu(sid, p, parent, seg)
+        self._spus[sid] = spu
+        self._res.selector.register(parent, selectors.EVENT_READ, spu)
+        self._res.selector.register(p.sentinel, selectors.EVENT_READ, spu)
+        return spu
+
+    def _await_ready(self, spu: _Spu) -> None:
+        try:
+            msg = self._reply(spu, self.start_timeout)
+        except _Died:
+            self._dead.remove(spu.id)
+            raise SpuError(f"SPU worker {spu.id} failed to start") from None
+        if msg[0] != "ready":
+            raise SpuError(f"SPU worker {spu.id}: unexpected {msg[0]!r} at start")
+        spu.pid = msg[1]
+        self.backend_label = msg[2]
+
+    # -- messages ----------------------------------------------------------------------
+    def _pump(self, timeout: float) -> None:
+        """Read what the workers said (answers, results), notice deaths."""
+        if not any(s.alive for s in self._spus.values()):
+            return
+        for key, _ in self._res.selector.select(max(timeout, 0.0)):
+            spu = key.data
+            if not spu.alive:
+                continue
+            if key.fileobj is spu.conn:
+                self._drain(spu)
+            else:
+                self._mark_dead(spu)
+
+    def _drain(self, spu: _Spu) -> None:
+        """One message (the selector said the pipe is readable; it says so again while
+        more are waiting: no Connection.poll, which builds a selector per call)."""
+        try:
+            msg = spu_worker.recv(spu.conn)
+        except (EOFError, OSError):
+            self._mark_dead(spu)
+        else:
+            self._on_message(spu, msg)
+
+    def _on_message(self, spu: _Spu, msg) -> None:
+        tag = msg[0]
+        if tag == "done":
+            k, start, _ = spu.outstanding.popleft()
+            if (k, start) != (msg[1], msg[2]):
+                raise SpuError(f"SPU {spu.id} answered out of order")
+            self._pending[k] -= 1
+        elif tag == "fail":
+            raise SpuError(f"SPU worker {spu.id} failed: {msg[1]}")
+        else:
+            spu.replies.append(msg)
+
+    def _mark_dead(self, spu: _Spu) -> None:
+        """Bookkeeping at the moment a death is seen; the SAs move in _settle."""
+        if not spu.alive:
+            return
+        spu.alive = False
+        try:                       # what it said before dying still counts
+            while spu.conn.poll():
+                self._on_message(spu, spu_worker.recv(spu.conn))
+        except (EOFError, OSError):
+            pass
+        self._res.selector.unregister(spu.conn)
+        self._res.selector.unregister(spu.process.sentinel)
+        if spu.process.is_alive():
+            spu.process.kill()
+        spu.process.join(5.0)
+        for k, start, m in spu.outstanding:       # inside it when it died: lost
+            self.batches[k].drop[spu.idx[k, start:start + m]] = LOST
+            self._pending[k] -= 1
+        spu.outstanding.clear()
+        spu.conn.close()
+        self._dead.append(spu.id)
+
+    def _reply(self, spu: _Spu, timeout: float):
+        end = time.monotonic() + timeout
+        while not spu.replies:
+            if not spu.alive:
+                raise _Died(spu.id)
+            left = end - time.monotonic()
+            if left <= 0:
+                spu.process.kill()        # hung: treated as failed
+                left = 1.0
+            self._pump(min(left, 1.0))
+        return spu.replies.popleft()
+
+    def _rpc(self, spu: _Spu, msg):
+        if not spu.alive:
+            raise _Died(spu.id)
+        try:
+            spu_worker.send(spu.conn, msg)
+        except OSError:
+            self._mark_dead(spu)
+            raise _Died(spu.id) from None
+        tag, value = self._reply(spu, self.timeout)
+        if tag == "err":
+            raise SpuError(f"SPU {spu.id}: {value}")
+        return value
+
+    # -- control -----------------------------------------------------------------------
+    def install(self, cfg: SAConfig, direction: str, anchor: Optional[Anchor] = None) -> int:
+        """Install an SA on the anchor SPU of `anchor` (the IKE 4-tuple: src, dst, sport,
+        dport; default anchor_of(cfg)). Returns its handle (the same on every SPU)."""
+        self._settle()
+        g = self._lookup.install(cfg, direction)     # validates; raises like Engine does
+        self._policy = self._compile()
+        anchor = anchor if anchor is not None else anchor_of(cfg)
+        try:
+            lg = logical_of(anchor, self.anchors.n_logical)
+        except ValueError:
+            self._lookup.remove(g)
+            self._policy = self._compile()
+            raise
+        self._sa_logical[g] = lg
+        sa = _SA(cfg, direction, anchor, lg, self.anchors.of(lg),
+                 floor=cfg.oseq if direction == "out" else cfg.seq)
+        self._sas[g] = sa
+        self._send_installs({sa.spu: [(g, cfg, direction, None)]})
+        self._settle()
+        return g
+
+    def remove(self, handle: int) -> None:
+        """Remove an SA (after its owner processed what it has queued)."""
+        self._settle()
+        sa = self._sas.pop(handle)
+        self._lookup.remove(handle)
+        self._policy = self._compile()
+        spu = self._spus[sa.spu]
+        if spu.alive and sa.acked:
+            try:
+                self._rpc(spu, ("remove", [handle]))
+            except _Died:
+                pass
+        self._settle()
+
+    def _compile(self):
+        sad = self._lookup.sad
+        return compile_policy(sad.rec, sad.addr, sad.spd)
+
+    def add_worker(self) -> int:
+        """Start one more SPU; it takes a minimal set of logical SPUs (and their SAs, with
+        their exact state). Returns its id."""
+        self._settle()
+        spu = self._spawn()
+        self._await_ready(spu)
+        moved = self.anchors.add(spu.id)
+        self.moves.append(("add", spu.id, moved))
+        moving = set(moved)
+        by_old: dict[int, list[int]] = {}
+        for g, sa in self._sas.items():
+            if sa.logical in moving:
+                by_old.setdefault(sa.spu, []).append(g)
+        for old, handles in sorted(by_old.items()):
+            try:
+                states = self._rpc(self._spus[old], ("export", handles, True))
+            except _Died:
+                continue        # its failover re-creates them on their new owner
+            items = []
+            for g, st in zip(handles, states):
+                sa = self._sas[g]
+                sa.base += st.pop("ctr")
+                sa.spu, sa.acked = spu.id, False
+                sa.floor = st["seq_out"] if sa.direction == "out" else st["top"]
+                items.append((g, sa.cfg, sa.direction, st))
+            self._send_installs({spu.id: items})
+        self._settle()
+        return spu.id
+
+    def _send_installs(self, groups: dict[int, list]) -> None:
+        for sid, items in groups.items():
+            try:
+                self._rpc(self._spus[sid], ("install", items))
+            except _Died:
+                continue        # not acked: _settle moves them again
+            for g, *_ in items:
+                if g in self._sas and self._sas[g].spu == sid:
+                    self._sas[g].acked = True
+
+    def _settle(self) -> None:
+        """Move the SAs of every worker found dead (until none is left to move)."""
+        self._pump(0)
+        while self._dead:
+            self._failover(self._dead.popleft())
+
+    def _failover(self, sid: int) -> None:
+        if not any(s.alive for s in self._spus.values()):
+            raise SpuError("every SPU worker has died")
+        moved = self.anchors.remove(sid)
+        self.moves.append(("fail", sid, moved))
+        dead = self._spus[sid]
+        groups: dict[int, list] = {}
+        for g, sa in self._sas.items():
+            if sa.spu != sid:
+                continue
+            cfg, state = self._resume(g, sa, dead)
+            sa.spu, sa.acked = self.anchors.of(sa.logical), False
+            groups.setdefault(sa.spu, []).append((g, cfg, sa.direction, state))
+        self._send_installs(groups)
+
+    def _resume(self, g: int, sa: _SA, dead: _Spu):
+        """The config to re-create SA g with after its owner died (see the module doc)."""
+        mark = 0
+        if sa.acked:
+            arrays = dead.seg.arrays
+            sa.base += arrays["ctr"][g]
+            mark = int(arrays["rec"][g]["seq_out"] if sa.direction == "out"
+                       else arrays["top"][g])
+        mark = max(mark, sa.floor)
+        if sa.direction == "out":
+            seq = min(mark + self.margin, _U64 if sa.cfg.esn else _U32)
+            sa.floor = seq
+            return dataclasses.replace(sa.cfg, oseq=seq), None
+        sa.floor = mark
+        return dataclasses.replace(sa.cfg, seq=mark), {"all_seen": True}
+
+    # -- data --------------------------------------------------------------------------
+    def submit(self, k: int, direction: str) -> None:
+        """Send ring batch k (filled by the caller) to the owners of its packets."""
+        if direction not in ("encrypt", "decrypt"):
+            raise ValueError("direction must be 'encrypt' or 'decrypt'")
+        if self._closed:
+            raise SpuError("the SPU cluster is closed")
+        if self._n[k] or self._pending[k]:
+            raise SpuError(f"ring batch {k} is still in flight")
+        self._settle()
+        b = self.batches[k]
+        n = b.count
+        enc = direction == "encrypt"
+        dest = self._dest[k]
+        lk = self._lookup.sad
+        if enc:
+            classify_encrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, *self._policy,
+                             self._sa_logical, self.anchors.owner, dest)
+        else:
+            classify_decrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, lk.addr,
+                             lk.in_hash, lk.encap_ports, self._sa_logical, self.anchors.owner,
+                             dest)
+        self._n[k] = n if n else -1
+        self._enc[k] = enc
+        self._fill[:, k] = 0
+        failed = self._send(k, enc, dest, n)
+        while failed:        # an owner died before it got them: re-route, lose nothing
+            self._settle()
+            idx = np.sort(np.concatenate(failed))
+            dest2 = np.full(n, -1, np.int32)
+            dest2[idx] = self.anchors.owner[self._sa_logical[b.sa[idx]]]
+            dest[idx] = dest2[idx]
+            failed = self._send(k, enc, dest2, n)
+
+    def _send(self, k: int, enc: bool, dest: np.ndarray, n: int) -> list[np.ndarray]:
+        split(dest, n, self._counts, self._starts, self._order)
+        failed = []
+        for sid, spu in self._spus.items():
+            m = int(self._counts[sid])
+            if m == 0:
+                continue
+            st = int(self._starts[sid])
+            idx = self._order[st:st + m]
+            start = int(self._fill[sid, k])
+            if spu.alive:
+                spu.idx[k, start:start + m] = idx
+                try:
+                    spu_worker.send(spu.conn, ("run", enc, k, start, m))
+                except OSError:
+                    self._mark_dead(spu)
+                else:
+                    self._fill[sid, k] = start + m
+                    spu.outstanding.append((k, start, m))
+                    self._pending[k] += 1
+                    continue
+            failed.append(idx.copy())
+        return failed
+
+    def collect(self, k: int) -> PacketBatch:
+        """Wait until every owner answered for ring batch k; count it; return it."""
+        end = time.monotonic() + self.timeout
+        while self._pending[k] > 0:
+            left = end - time.monotonic()
+            if left <= 0:       # hung workers are treated as failed: kill, then lost
+                for spu in self._spus.values():
+                    if spu.alive and any(g[0] == k for g in spu.outstanding):
+                        spu.process.kill()
+                end = time.monotonic() + self.timeout
+                left = 1.0
+            self._pump(min(left, 1.0))
+        b = self.batches[k]
+        n = max(self._n[k], 0)
+        account(self._dest[k], b.drop, n, self._spu_in, self._spu_out, self._spu_drop,
+                self._spu_lost, self._disp_drop)
+        self._n[k] = 0
+        self._settle()
+        return b
+
+    def stream(self, direction: str, fill: Callable[[PacketBatch], int]
+               ) -> Iterator[PacketBatch]:
+        """Process everything `fill` puts into ring batches (fill(batch) -> packets added, 0
+        at the end); yield each batch when done, in input order. A yielded batch is reused
+        once the loop asks for the next one."""
+        if any(self._n) or any(self._pending):
+            raise SpuError("the ring is busy")
+        free = deque(range(self.ring))
+        pending: deque[int] = deque()
+        eof = False
+        try:
+            while True:
+                while free and not eof:
+                    k = free[0]
+                    b = self.batches[k]
+                    b.clear()
+                    if fill(b) == 0:
+                        eof = True
+                        break
+                    free.popleft()
+                    self.submit(k, direction)
+                    pending.append(k)
+                if not pending:
+                    return
+                k = pending.popleft()
+                yield self.collect(k)
+                free.append(k)
+        finally:
+            while pending and not self._closed:   # left early: let the workers finish
+                self.collect(pending.popleft())
+
+    def process(self, direction: str, batch: PacketBatch) -> None:
+        """Encrypt or decrypt one PacketBatch in place (copied through the ring); lost
+        packets come back with drop == LOST."""
+        b = self.batches[0]
+        _copy_batch(batch, b)
+        try:
+            self.submit(0, direction)
+        finally:
+            self.collect(0)
+        _copy_batch(b, batch)
+
+    def encrypt(self, batch: PacketBatch) -> None:
+        self.process("encrypt", batch)
+
+    def decrypt(self, batch: PacketBatch) -> None:
+        self.process("decrypt", batch)
+
+    # -- counters and state --------------------------------------------------------------
+    def stats(self, per_spu: bool = False) -> dict:
+        """--stats-json counters over all SPUs, plus `lost`:
+        packets_in == packets_out + sum(dropped) + lost."""
+        dropped = self._disp_drop + self._spu_drop.sum(axis=0)
+        out = {"packets_in": int(self._spu_in.sum() + self._disp_drop.sum()),
+               "packets_out": int(self._spu_out.sum()), "dropped": drop_dict(dropped),
+               "lost": int(self._spu_lost.sum())}
+        if per_spu:
+            out["spus"] = self.spu_stats()
+            out["dispatch"] = {"packets_in": int(self._disp_drop.sum()),
+                               "dropped": drop_dict(self._disp_drop)}
+        return out
+
+    def spu_stats(self) -> list[dict]:
+        """Per physical SPU: packets given to it, written, dropped by reason, lost in it."""
+        owner = self.anchors.owner
+        rows = []
+        for sid, spu in sorted(self._spus.items()):
+            rows.append({"spu": sid, "pid": spu.pid, "alive": spu.alive,
+                         "logical": int(np.count_nonzero(owner == sid)),
+                         "sas": sum(1 for sa in self._sas.values() if sa.spu == sid),
+                         "packets_in": int(self._spu_in[sid]),
+                         "packets_out": int(self._spu_out[sid]),
+                         "dropped": drop_dict(self._spu_drop[sid]),
+                         "lost": int(self._spu_lost[sid])})
+        return rows
+
+    def sa_stats(self, handle: int) -> dict:
+        """Engine.sa_stats for one SA, summed over the SPUs it lived on."""
+        sa = self._sas[handle]
+        spu = self._spus[sa.spu]
+        c = sa.base.copy()
+        seq_out = sa.floor if sa.direction == "out" else 0
+        top = sa.floor if sa.direction == "in" else 0
+        if sa.acked:
+            arrays = spu.seg.arrays
+            c += arrays["ctr"][handle]
+            seq_out = int(arrays["rec"][handle]["seq_out"])
+            top = int(arrays["top"][handle])
+        return {"packets": int(c[CTR_PACKETS]), "bytes": int(c[CTR_BYTES]),
+                "dropped": drop_dict(c[CTR_DROP0:]), "seq_out": int(seq_out),
+                "replay_top": int(top), "spu": sa.spu, "logical": sa.logical}
+
+    def handles(self) -> list[int]:
+        return list(self._sas)
+
+    def config(self, handle: int) -> SAConfig:
+        return self._sas[handle].cfg
+
+    def spu_of(self, handle: int) -> int:
+        return self._sas[handle].spu
+
+    def pids(self) -> dict[int, int]:
+        """Live SPU ids -> worker process ids."""
+        return {sid: s.pid for sid, s in self._spus.items() if s.alive}
+
+    def live(self) -> list[int]:
+        return [sid for sid, s in sorted(self._spus.items()) if s.alive]
+
+    def backend(self) -> str:
+        """The workers' crypto backends (as Engine.backend() describes them)."""
+        return self.backend_label
+
+
+def _copy_batch(src: PacketBatch, dst: PacketBatch) -> None:
+    n, used = src.count, src.used
+    if n > dst.capacity or used > dst.buf.size:
+        raise ValueError(f"a batch of {n} packets / {used} bytes does not fit "
+                         f"({dst.capacity} / {dst.buf.size})")
+    for name, a in vars(src).items():
+        if isinstance(a, np.ndarray):
+            d = getattr(dst, name)
+            if name == "buf":
+                d[:used] = a[:used]
+            else:
+                d[:n] = a[:n]
+    dst.count, dst.used = n, used
+
+
+def measure_scaling(*args, **kwargs) -> dict:
+    """Throughput for 1, 2, ... workers beside the in-process engine (for `spu bench`):
+    engine.spu_bench.measure_scaling, which documents its arguments and result."""
+    from .spu_bench import measure_scaling as run
+    return run(*args, **kwargs)

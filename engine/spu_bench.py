@@ -1,0 +1,337 @@
+"""SPU scaling: throughput of 1, 2, ... worker processes beside the in-process engine.
+
+    .venv/bin/python -m engine.spu_bench                    # 1400-byte AES-128-GCM, 1 and 2
+    .venv/bin/python -m engine.spu_bench --workers 1,2 --size 1400 --duration 6 --json s.json
+
+`measure_scaling()` is what `spu bench` (bench/) can call. The workload is T tunnels
+(tunnel-mode SAs from 192.0.2.1 to T peers) carrying IPv4/UDP packets of one size,
+interleaved packet by packet, so every batch holds every tunnel. The peers are chosen so
+that their anchors fall evenly on the workers of the largest configuration measured:
+this measures how the data path scales, not how lucky a hash was with T tunnels (one SA
+is bound to one SPU: a single tunnel never runs faster than one worker).
+
+What is timed, per round: `batches` batches streamed through SpuCluster.stream, as
+`spu encrypt/decrypt --workers N` runs minus the file I/O. The dispatcher (this process)
+copies each batch of packets in (their arrival: one memcpy), classifies it, hands it to the workers,
+waits for it; the workers run the engine. Both compete for the same cores. The
+in-process engine does the same copies and the engine work alone. Configurations
+alternate round by round so that ratios see the same machine; medians are reported.
+(Batches staged in advance would be cold in cache: the workers would then measure the
+memory system, not the data path.)
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+import json
+import struct
+import sys
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .anchor import anchor_of, logical_of
+from .batch import PacketBatch
+from .engine import Engine
+from .sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
+from .spu import SpuCluster
+
+LOCAL = "192.0.2.1"
+
+
+def _gcm128() -> SAConfig:
+    return SAConfig(src=ipaddress.ip_address(LOCAL), dst=ipaddress.ip_address("198.51.100.1"),
+                    proto=PROTO_ESP, spi=0x100, mode=MODE_TUNNEL, replay_window=1024,
+                    aead="rfc4106(gcm(aes))", aead_key=bytes(range(1, 21)), icv_bits=128)
+
+
+def tunnels(count: int, spread: int, template: Optional[SAConfig] = None) -> list[SAConfig]:
+    """`count` tunnel SAs (transform and keys of `template`, default AES-128-GCM) to peers
+    whose anchors spread evenly over `spread` workers (logical SPU l is on worker
+    l % spread in a fresh AnchorMap). Tunnel k protects 10.1.0.0/16 -> 10.2.k.0/24."""
+    template = template or _gcm128()
+    per = [0] * spread
+    out: list[SAConfig] = []
+    host = 0
+    while len(out) < count:
+        host += 1
+        peer = ipaddress.ip_address(int(ipaddress.ip_address("198.51.100.0")) + host)
+        cfg = dataclasses.replace(
+            template, src=ipaddress.ip_address(LOCAL), dst=peer, spi=0x1000 + len(out),
+            sel=Selector(ipaddress.ip_network("10.1.0.0/16"),
+                         ipaddress.ip_network(f"10.2.{len(out)}.0/24")))
+        w = logical_of(anchor_of(cfg)) % spread
+        if per[w] < -(-count // spread):
+            per[w] += 1
+            out.append(cfg)
+    return out
+
+
+def udp_packets(size: int, count: int, n_tunnels: int) -> list[bytes]:
+    """IPv4/UDP packets of `size` bytes; packet i goes to tunnel i % n_tunnels."""
+    out = []
+    body = bytes(range(256)) * (size // 256 + 1)
+    for i in range(count):
+        k = i % n_tunnels
+        hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, i & 0xFFFF, 0x4000, 64, 17,
+                                    0, bytes([10, 1, i >> 8 & 0xFF, i & 0xFF]),
+                                    bytes([10, 2, k, 1])))
+        acc = sum(struct.unpack("!10H", hdr))
+        while acc >> 16:
+            acc = (acc & 0xFFFF) + (acc >> 16)
+        struct.pack_into("!H", hdr, 10, ~acc & 0xFFFF)
+        out.append(bytes(hdr) + struct.pack("!HHHH", 1024 + i % 512, 4791, size - 20, 0)
+                   + body[:size - 28])
+    return out
+
+
+class _Source:
+    """One batch worth of input packets, copied into each batch the loop asks for with
+    one memcpy (the packets' arrival: a NIC ring's DMA, a recvmmsg), `count` batches per
+    round."""
+
+    def __init__(self, packets: list[bytes], count: int, data_bytes: int):
+        self.t = PacketBatch(len(packets), data_bytes=data_bytes)
+        for p in packets:
+            self.t.add(p)
+        self.count = count
+        self.left = 0
+
+    def start(self) -> "_Source":
+        self.left = self.count
+        return self
+
+    def __call__(self, b: PacketBatch) -> int:
+        if self.left == 0:
+            return 0
+        self.left -= 1
+        t, n, used = self.t, self.t.count, self.t.used
+        np.copyto(b.buf[:used], t.buf[:used])
+        for name in ("off", "length", "slot_start", "slot_end"):
+            np.copyto(getattr(b, name)[:n], getattr(t, name)[:n])
+        b.drop[:n] = 0
+        b.sa[:n] = -1
+        b.count, b.used = n, used
+        return n
+
+
+def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
+                    directions: Sequence[str] = ("encrypt", "decrypt"), n_tunnels: int = 8,
+                    batch: int = 1024, batches: int = 64, ring: int = 4,
+                    duration: float = 4.0, template: Optional[SAConfig] = None,
+                    inprocess: bool = True, backend: str = "auto", progress=None) -> dict:
+    """Throughput of the SPU data path for each worker count (and the in-process engine).
+
+    A round streams `batches` batches of `batch` packets through SpuCluster.stream with a
+    ring of `ring` batches, exactly as `spu encrypt/decrypt --workers N` does minus the
+    file I/O: the dispatcher copies each batch in (the input), classifies it, hands it to
+    the workers and waits for it. The in-process engine does the same copies and the
+    engine work in one process. Decrypt runs replay the same ciphertexts every batch, so
+    their SAs have anti-replay off (replay-window 0); the ICV is still checked.
+
+    Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "results":
+    [{"direction", "config" ("inprocess" | "workers"), "workers", "mpps", "gbps" (IP
+    payload bits), "ns_per_packet", "rounds"}], "speedup": {direction: {N: mpps(N
+    workers) / mpps(1 worker)}}}. `duration` is the wall-clock budget per direction,
+    shared by the configurations; each configuration's value is its median round.
+    """
+    workers = sorted(set(int(w) for w in workers))
+    out_sas = tunnels(n_tunnels, max(workers, default=1), template)
+    in_sas = [dataclasses.replace(c, replay_window=0) for c in out_sas]
+    plain = udp_packets(size, batch, n_tunnels)
+    peer = Engine(max_sas=max(16, 2 * n_tunnels))
+    for cfg in out_sas:
+        peer.install(cfg, "out")
+    pb = PacketBatch.from_packets(plain)
+    peer.encrypt(pb)
+    data_bytes = batch * (size + 128)
+    sources = {"encrypt": _Source(plain, batches, data_bytes),
+               "decrypt": _Source(pb.packets(), batches, data_bytes)}
+    clusters: dict[int, SpuCluster] = {}
+    results = []
+    try:
+        for w in workers:
+            clusters[w] = SpuCluster(w, capacity=batch, data_bytes=data_bytes, ring=ring,
+                                     max_sas=max(16, 2 * n_tunnels), backend=backend)
+        label = next(iter(clusters.values())).backend() if clusters else Engine.backend()
+        own = PacketBatch(batch, data_bytes=data_bytes)
+        for direction in directions:
+            enc = direction == "encrypt"
+            sas = out_sas if enc else in_sas
+            configs: list[tuple[str, int, object]] = []
+            if inprocess:
+                eng = Engine(max_sas=max(16, 2 * n_tunnels), backend=backend)
+                for cfg in sas:
+                    eng.install(cfg, "out" if enc else "in")
+                configs.append(("inprocess", 1, eng))
+            for w, cl in clusters.items():
+                for h in list(cl.handles()):
+                    cl.remove(h)
+                for cfg in sas:
+                    cl.install(cfg, "out" if enc else "in")
+                configs.append(("workers", w, cl))
+            times: list[list[float]] = [[] for _ in configs]
+            # rounds alternate between configurations; the first of each is a warm-up
+            end = time.monotonic() + duration
+            r = 0
+            while r < 2 or time.monotonic() < end:
+                for c, (kind, w, obj) in enumerate(configs):
+                    t = _round(kind, obj, sources[direction].start(), enc, own)
+                    if r > 0:
+                        times[c].append(t)
+                r += 1
+            for (kind, w, _), ts in zip(configs, times):
+                med = float(np.median(ts))
+                pkts = batches * batch
+                results.append({"direction": direction, "config": kind, "workers": w,
+                                "mpps": pkts / med / 1e6,
+                                "gbps": pkts * size * 8 / med / 1e9,
+                                "ns_per_packet": med / pkts * 1e9, "rounds": len(ts)})
+                if progress:
+                    progress(results[-1])
+    finally:
+        for cl in clusters.values():
+            cl.close()
+    speedup: dict = {}
+    for d in directions:
+        base = [x["mpps"] for x in results
+                if x["direction"] == d and x["config"] == "workers" and x["workers"] == 1]
+        if base:
+            speedup[d] = {x["workers"]: x["mpps"] / base[0] for x in results
+                          if x["direction"] == d and x["config"] == "workers"}
+    return {"size": size, "tunnels": n_tunnels, "batch": batch, "batches": batches,
+            "ring": ring, "backend": label, "results": results, "speedup": speedup}
+
+
+def _independent_main(barrier, results, sas, packets, enc, batches, data_bytes, duration,
+                      backend) -> None:
+    """One of N processes each running its own in-process engine on its own copy of the
+    traffic, at the same time: what N cores give with no dispatch at all."""
+    eng = Engine(max_sas=max(16, 2 * len(sas)), backend=backend)
+    for cfg in sas:
+        eng.install(cfg, "out" if enc else "in")
+    source = _Source(packets, batches, data_bytes)
+    own = PacketBatch(len(packets), data_bytes=data_bytes)
+    _round("inprocess", eng, source.start(), enc, own)            # warm-up
+    barrier.wait(timeout=120)
+    ts = []
+    end = time.monotonic() + duration
+    while len(ts) < 3 or time.monotonic() < end:
+        ts.append(_round("inprocess", eng, source.start(), enc, own))
+    results.put(float(np.median(ts)))
+
+
+def measure_independent(n: int, direction: str = "encrypt", size: int = 1400,
+                        n_tunnels: int = 8, batch: int = 1024, batches: int = 64,
+                        duration: float = 3.0, template: Optional[SAConfig] = None,
+                        backend: str = "auto") -> dict:
+    """The machine's own ceiling for n engines: n processes, each an in-process engine
+    on its own traffic, measured at the same time (no dispatcher, nothing shared).
+    Returns {"processes", "mpps" (aggregate), "ns_per_packet" (of the aggregate)}."""
+    import multiprocessing as mp
+    enc = direction == "encrypt"
+    out_sas = tunnels(n_tunnels, 1, template)
+    sas = out_sas if enc else [dataclasses.replace(c, replay_window=0) for c in out_sas]
+    packets = udp_packets(size, batch, n_tunnels)
+    if not enc:
+        peer = Engine(max_sas=max(16, 2 * n_tunnels))
+        for cfg in out_sas:
+            peer.install(cfg, "out")
+        pb = PacketBatch.from_packets(packets)
+        peer.encrypt(pb)
+        packets = pb.packets()
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    args = (barrier, results, sas, packets, enc, batches, batch * (size + 128), duration,
+            backend)
+    procs = [ctx.Process(target=_independent_main, args=args, daemon=True) for _ in range(n)]
+    try:
+        for p in procs:
+            p.start()
+        medians = [results.get(timeout=300) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    mpps = sum(batches * batch / t for t in medians) / 1e6
+    return {"processes": n, "mpps": mpps, "ns_per_packet": 1e3 / mpps}
+
+
+def _round(kind: str, obj, source: _Source, enc: bool, own: PacketBatch) -> float:
+    """One timed round; returns seconds. Raises if the engine dropped a packet."""
+    bad = 0
+    if kind == "workers":
+        t = time.perf_counter()
+        for b in obj.stream("encrypt" if enc else "decrypt", source):
+            bad += int(b.drop[:b.count].any())
+        t = time.perf_counter() - t
+    else:
+        run = obj.encrypt if enc else obj.decrypt
+        t = time.perf_counter()
+        while True:
+            own.clear()
+            if source(own) == 0:
+                break
+            run(own)
+            bad += int(own.drop[:own.count].any())
+        t = time.perf_counter() - t
+    if bad:
+        raise RuntimeError(f"{kind}: packets were dropped in the benchmark")
+    return t
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m engine.spu_bench", description=__doc__.split(
+        "\n\n")[0])
+    p.add_argument("--workers", default="1,2", help="worker counts (default 1,2)")
+    p.add_argument("--size", type=int, default=1400, help="IP packet bytes (default 1400)")
+    p.add_argument("--tunnels", type=int, default=8)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--batches", type=int, default=64, help="batches per round")
+    p.add_argument("--ring", type=int, default=4, help="ring batches in flight")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per direction")
+    p.add_argument("--directions", default="encrypt,decrypt")
+    p.add_argument("--json", metavar="FILE")
+    p.add_argument("--backend", default="auto", help="engine crypto backend (Engine)")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also run N independent in-process engines at once (no dispatch, "
+                        "nothing shared): the machine's own ceiling for N workers")
+    a = p.parse_args(argv)
+
+    def show(row):
+        what = "in-process engine" if row["config"] == "inprocess" else \
+            f"{row['workers']} worker{'s' if row['workers'] > 1 else ''}"
+        print(f"  {row['direction']:8} {what:18} {row['mpps']:7.3f} Mpps {row['gbps']:7.2f} "
+              f"Gbit/s {row['ns_per_packet']:7.1f} ns/pkt  ({row['rounds']} rounds)",
+              flush=True)
+
+    res = measure_scaling([int(x) for x in a.workers.split(",")], a.size,
+                          a.directions.split(","), a.tunnels, a.batch, a.batches, a.ring,
+                          a.duration, backend=a.backend, progress=show)
+    print(f"backend {res['backend']}; {a.size}-byte packets, {a.tunnels} tunnels, "
+          f"batch {a.batch}")
+    for d, s in res["speedup"].items():
+        print(f"  {d}: " + ", ".join(f"{w} workers {x:.2f}x" for w, x in s.items()))
+    if a.ceiling:
+        res["independent"] = []
+        for d in a.directions.split(","):
+            for n in sorted({int(x) for x in a.workers.split(",")}):
+                r = measure_independent(n, d, a.size, a.tunnels, a.batch, a.batches,
+                                        a.duration / 2, backend=a.backend)
+                r["direction"] = d
+                res["independent"].append(r)
+                print(f"  {d:8} {n} independent engine{'s' if n > 1 else ''} "
+                      f"{r['mpps']:7.3f} Mpps {r['mpps'] * a.size * 8 / 1e3:7.2f} Gbit/s "
+                      f"(aggregate, no dispatch)", flush=True)
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,804 @@
+"""SPU workers (engine/spu.py, engine/anchor.py): anchoring, equivalence with one engine,
+order per SA, worker failure (SIGKILL, hang) and scale-out, counters, clean shutdown.
+
+The oracle for the data path is the single in-process Engine, whose output the rest of the
+suite checks against RFC vectors, scapy and tshark: N workers must produce exactly its
+decrypt output and counters, and encrypt output that decrypts to the same packets.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import multiprocessing
+import os
+import random
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine import ring
+from engine.anchor import N_LOGICAL, AnchorMap, allocate_spi, anchor_of, logical_of, spi_logical
+from engine.batch import PacketBatch
+from engine.drops import Drop
+from engine.engine import Engine
+from engine.kernels_dispatch import LOST
+from engine.pcap import read_pcap, write_pcap
+from engine.replay import advance, check, words_for_window
+from engine.sa import parse_sa_text
+from engine.spu import SpuCluster
+from engine.spu_bench import tunnels
+from engine.spu_worker import mark_seen_through
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL4, LOCAL6 = "192.0.2.1", "2001:db8::1"
+WAIT = 60          # seconds: bound on every wait for a subprocess or a worker
+CONTRACT_KEYS = ("packets_in", "packets_out", "dropped")
+
+
+# -- helpers ------------------------------------------------------------------------------
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def no_leaks():
+    """Every test leaves no worker process and no shared-memory segment behind."""
+    before = set(ring.leaked(os.getpid()))       # ours only: other test runs may be live
+    yield
+    assert multiprocessing.active_children() == []
+    assert set(ring.leaked(os.getpid())) - before == set()
+
+
+def csum(hdr: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(hdr) // 2}H", hdr))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def ip4(src, dst, proto, payload: bytes, ident: int = 0) -> bytes:
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident & 0xFFFF,
+                              0, 64, proto, 0, ipaddress.ip_address(src).packed,
+                              ipaddress.ip_address(dst).packed))
+    struct.pack_into("!H", h, 10, csum(bytes(h)))
+    return bytes(h) + payload
+
+
+def udp4(src, dst, sport, dport, data: bytes, ident: int = 0) -> bytes:
+    return ip4(src, dst, 17, struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data, ident)
+
+
+def udp6(src, dst, sport, dport, data: bytes) -> bytes:
+    return (struct.pack("!IHBB16s16s", 0x60000000, 8 + len(data), 17, 64,
+                        ipaddress.ip_address(src).packed, ipaddress.ip_address(dst).packed)
+            + struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data)
+
+
+def ether(pkt: bytes) -> bytes:
+    etype = 0x0800 if pkt[0] >> 4 == 4 else 0x86DD
+    return bytes.fromhex("020000000002020000000001") + struct.pack("!H", etype) + pkt
+
+
+def hexkey(n: int, seed: int) -> str:
+    return "0x" + bytes((seed * 37 + i * 11) & 0xFF for i in range(n)).hex()
+
+
+def spu_of(anchor, workers: int = 2) -> int:
+    """The SPU of an anchor in a fresh cluster of `workers` (AnchorMap is round robin)."""
+    return logical_of(anchor) % workers
+
+
+def pick_peers(base: str, want: list[int], ports=(500, 500)) -> list[str]:
+    """Peer addresses after `base` whose anchors with us land on the SPUs in `want`."""
+    out, host = [], 0
+    local = LOCAL6 if ":" in base else LOCAL4
+    for w in want:
+        while True:
+            host += 1
+            peer = str(ipaddress.ip_address(base) + host)
+            if spu_of((local, peer, *ports)) == w:
+                out.append(peer)
+                break
+    return out
+
+
+def run_spu(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "engine.cli", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=WAIT * 3)
+
+
+def esp_fields(b: PacketBatch, sel: np.ndarray, esp_at: int = 20):
+    """(SPI, seq) of the ESP packets b.off[sel] (outer IPv4 header without options)."""
+    o = b.off[:b.count][sel] + esp_at
+    f = b.buf[o[:, None] + np.arange(8)].astype(np.uint64)
+    spi = (f[:, 0] << 24) | (f[:, 1] << 16) | (f[:, 2] << 8) | f[:, 3]
+    seq = (f[:, 4] << 24) | (f[:, 5] << 16) | (f[:, 6] << 8) | f[:, 7]
+    return spi, seq
+
+
+# -- anchoring math -------------------------------------------------------------------------
+def test_logical_hash_is_stable_symmetric_and_spread():
+    # golden values: the hash must be the same in every process and every run
+    assert logical_of(("192.0.2.1", "192.0.2.2", 500, 500)) == 250
+    assert logical_of(("2001:db8::1", "2001:db8::2", 4500, 4500)) == 55
+    rnd = random.Random(1)
+    hist = np.zeros(N_LOGICAL, int)
+    for _ in range(20000):
+        a = str(ipaddress.ip_address(rnd.getrandbits(32)))
+        b = str(ipaddress.ip_address(rnd.getrandbits(32)))
+        sp, dp = rnd.choice([(500, 500), (4500, 4500), (4500, 31000)])
+        lg = logical_of((a, b, sp, dp))
+        assert lg == logical_of((b, a, dp, sp))            # both directions: one anchor
+        assert 0 <= lg < N_LOGICAL
+        hist[lg] += 1
+    assert hist.min() > 40 and hist.max() < 130             # mean 78: no hot logical SPU
+    assert logical_of(("10.0.0.1", "10.0.0.2", 500, 500)) != \
+        logical_of(("10.0.0.1", "10.0.0.2", 4500, 500))     # the ports are in the tuple
+
+
+def test_sa_pair_and_child_sas_share_the_anchor():
+    text = (f"src {LOCAL4} dst 198.51.100.7 proto esp spi 0x100 aead 'rfc4106(gcm(aes))' "
+            f"{hexkey(20, 1)} 128\n"
+            f"src 198.51.100.7 dst {LOCAL4} proto esp spi 0x200 aead 'rfc4106(gcm(aes))' "
+            f"{hexkey(20, 2)} 128\n"
+            f"src {LOCAL4} dst 198.51.100.7 proto esp spi 0x300 aead 'rfc4106(gcm(aes))' "
+            f"{hexkey(20, 3)} 128 encap espinudp 4500 4500 0.0.0.0\n")
+    out, inb, natt = parse_sa_text(text)
+    assert anchor_of(out) == (out.src, out.dst, 500, 500)
+    assert logical_of(anchor_of(out)) == logical_of(anchor_of(inb))
+    assert anchor_of(natt)[2:] == (4500, 4500)
+
+
+def test_spi_encodes_the_logical_spu():
+    rnd = random.Random(2)
+    for lg in (0, 1, 77, 255):
+        taken: set[int] = set()
+        for _ in range(50):
+            spi = allocate_spi(lg, taken, rng=rnd)
+            assert spi_logical(spi) == lg and spi > 255 and spi not in taken
+            taken.add(spi)
+    with pytest.raises(ValueError):
+        allocate_spi(N_LOGICAL)
+
+
+def _balanced(m: AnchorMap) -> bool:
+    c = m.counts().values()
+    return max(c) - min(c) <= 1 and sum(c) == m.n_logical
+
+
+def test_anchor_map_remove_moves_only_the_dead_spus_slots():
+    m = AnchorMap([0, 1, 2])
+    assert _balanced(m) and m.counts() == {0: 86, 1: 85, 2: 85}
+    before = m.owner.copy()
+    moved = m.remove(1)
+    assert moved == [lg for lg in range(N_LOGICAL) if before[lg] == 1]
+    changed = np.flatnonzero(m.owner != before)
+    assert sorted(changed.tolist()) == moved                  # nothing else moved
+    assert set(m.owner[moved].tolist()) <= {0, 2} and _balanced(m)
+    assert m.remove(7) == []                                   # unknown SPU: nothing moves
+    with pytest.raises(ValueError):
+        AnchorMap([0]).remove(0)
+
+
+def test_anchor_map_add_moves_a_minimal_set():
+    m = AnchorMap([0, 1])
+    before = m.owner.copy()
+    moved = m.add(2)
+    assert len(moved) == N_LOGICAL // 3                         # the least any balance needs
+    assert sorted(np.flatnonzero(m.owner != before).tolist()) == moved
+    assert set(m.owner[moved].tolist()) == {2} and _balanced(m)
+    with pytest.raises(ValueError):
+        m.add(2)
+
+
+def test_anchor_map_random_history_keeps_invariants():
+    rnd = random.Random(3)
+    m = AnchorMap([0, 1])
+    live, nxt = {0, 1}, 2
+    for _ in range(60):
+        before = m.owner.copy()
+        if len(live) > 1 and rnd.random() < 0.5:
+            dead = rnd.choice(sorted(live))
+            moved = m.remove(dead)
+            live.discard(dead)
+            assert set(before[moved].tolist()) == {dead}
+        elif len(live) < 12:
+            moved = m.add(nxt)
+            assert len(moved) == N_LOGICAL // (len(live) + 1)
+            live.add(nxt)
+            nxt += 1
+            assert set(m.owner[moved].tolist()) == {nxt - 1}
+        else:
+            continue
+        assert sorted(np.flatnonzero(m.owner != before).tolist()) == sorted(moved)
+        assert set(m.spus()) == live and _balanced(m)
+
+
+@pytest.mark.parametrize("window", [1, 32, 64, 100, 1024])
+@pytest.mark.parametrize("top", [0, 5, 63, 64, 1000, (1 << 32) + 7])
+def test_conservative_window_resume(window, top):
+    """After a failure the window restarts at the last reported edge with every number up
+    to it seen: nothing old passes, everything newer does, also inside the edge's word."""
+    words = int(words_for_window(window))
+    bm = np.zeros(words, np.uint64)
+    mark_seen_through(bm, 0, words, top)
+    for q in range(max(1, top - window - 70), top + 140):
+        assert check(bm, 0, words, np.uint64(top), window, np.uint64(q)) == (q > top), q
+    tops = np.array([top], np.uint64)
+    assert advance(bm, 0, words, tops, 0, window, np.uint64(top + 3))
+    assert check(bm, 0, words, tops[0], window, np.uint64(top + 1)) == (window > 2)
+    assert not check(bm, 0, words, tops[0], window, np.uint64(top + 3))
+
+
+# -- a capture with several SAs between different peers, and noise ---------------------------
+SPU_PLAN = [0, 1, 0, 1, 0, 1]      # SPU of each peer below in a 2-worker cluster
+
+
+def sa_world():
+    """SA lines (our side 192.0.2.1 / 2001:db8::1) and a function making their traffic."""
+    pa, pb, pe, pt = pick_peers("198.51.100.0", [SPU_PLAN[0], SPU_PLAN[1], SPU_PLAN[2],
+                                                 SPU_PLAN[3]])
+    (pc,) = pick_peers("203.0.113.0", [SPU_PLAN[4]], ports=(4500, 4500))
+    (pd,) = pick_peers("2001:db8:1::", [SPU_PLAN[5]])
+    gcm = "aead 'rfc4106(gcm(aes))' {} 128"
+    lines = [
+        f"src {LOCAL4} dst {pa} proto esp spi 0x1001 mode tunnel replay-window 64 "
+        f"{gcm.format(hexkey(20, 1))} sel src 10.1.0.0/16 dst 10.2.1.0/24",
+        f"src {LOCAL4} dst {pb} proto esp spi 0x1002 mode tunnel replay-window 32 flag esn "
+        f"replay-oseq 0xfffffff0 replay-seq 0xffffffe0 enc 'cbc(aes)' {hexkey(16, 2)} "
+        f"auth-trunc 'hmac(sha1)' "
+        f"{hexkey(20, 3)} 96 sel src 10.1.0.0/16 dst 10.2.2.0/24",
+        f"src {LOCAL4} dst {pc} proto esp spi 0x1003 mode tunnel {gcm.format(hexkey(20, 4))} "
+        f"encap espinudp 4500 4500 0.0.0.0 sel src 10.1.0.0/16 dst 10.2.3.0/24",
+        f"src {LOCAL6} dst {pd} proto esp spi 0x1004 mode tunnel "
+        f"aead 'rfc7539esp(chacha20,poly1305)' {hexkey(36, 5)} 128 "
+        f"sel src fd00:1::/64 dst fd00:2::/64",
+        f"src {LOCAL4} dst {pe} proto ah spi 0x1005 mode tunnel "
+        f"auth-trunc 'hmac(sha256)' {hexkey(32, 6)} 128 sel src 10.1.0.0/16 dst 10.2.5.0/24",
+        f"src {LOCAL4} dst {pa} proto esp spi 0x1006 mode tunnel {gcm.format(hexkey(20, 7))} "
+        f"sel src 10.1.0.0/16 dst 10.2.6.0/24",                   # a child SA of pa's IKE SA
+        f"src {LOCAL4} dst {pt} proto esp spi 0x1007 mode transport "
+        f"{gcm.format(hexkey(20, 8))} sel src {LOCAL4} dst {pt}",
+    ]
+    peers = {"a": pa, "b": pb, "c": pc, "d": pd, "e": pe, "t": pt}
+
+    def plain(n: int) -> list[bytes]:
+        out = []
+        for j in range(n):
+            k = j % 7
+            data = struct.pack("!I", j) + bytes((j * 7 + i) & 0xFF for i in range(
+                20 + (j * 37) % 1200))
+            if k == 3:
+                out.append(udp6(f"fd00:1::{j % 200 + 1:x}", f"fd00:2::{j % 50 + 1:x}",
+                                1000 + j % 100, 2000, data))
+            elif k == 6:
+                out.append(udp4(LOCAL4, pt, 1000 + j % 100, 2000, data, j))
+            else:
+                dst_net = {0: 1, 1: 2, 2: 3, 4: 5, 5: 6}[k]
+                out.append(udp4(f"10.1.{j % 250}.{j % 200 + 1}", f"10.2.{dst_net}.{j % 50 + 1}",
+                                1000 + j % 100, 2000, data, j))
+        return out
+
+    return "\n".join(lines) + "\n", peers, plain
+
+
+def engine_run(sa_text: str, direction: str, packets: list[bytes]):
+    """The oracle: one in-process engine over the packets, in batches of 1024."""
+    eng = Engine()
+    for cfg in parse_sa_text(sa_text):
+        eng.install(cfg, "out" if direction == "encrypt" else "in")
+    out, drops = [], []
+    for lo in range(0, len(packets), 1024):
+        b = PacketBatch.from_packets(packets[lo:lo + 1024])
+        (eng.encrypt if direction == "encrypt" else eng.decrypt)(b)
+        out += b.packets()
+        drops += b.drop[:b.count].tolist()
+    return out, drops, eng.stats()
+
+
+def noisy_esp_capture(sa_text: str, peers: dict, plain: list[bytes]) -> list[bytes]:
+    esp, drops, _ = engine_run(sa_text, "encrypt", plain)
+    assert not any(drops)
+    cap = list(esp)
+    spi_a = 0x1001
+
+    def ins(pos, pkt):
+        cap.insert(pos, pkt)
+
+    # later positions first, so that earlier indices stay meaningful
+    bad_icv = bytearray(esp[1610])
+    bad_icv[-1] ^= 1
+    ins(1610, bytes(bad_icv))                                    # auth_failed (original follows)
+    ins(1500, esp[1450])                                         # replay
+    ins(700, ip4(LOCAL4, peers["e"], 51, b"\x04\x04\0\0"))       # AH cut short: malformed
+    ins(600, ip4(LOCAL4, peers["a"], 50, struct.pack("!II", spi_a, 99999) + bytes(4)))  # short
+    bad_sum = bytearray(esp[450])
+    bad_sum[10] ^= 0xFF
+    ins(500, bytes(bad_sum))                                     # IPv4 checksum: malformed
+    ins(400, udp4(LOCAL4, peers["a"], 5353, 53, b"query"))        # not IPsec: no_sa
+    ins(300, ip4(LOCAL4, peers["a"], 50, struct.pack("!II", 0xDEADBEEF, 1) + bytes(40)))
+    ins(200, udp4(peers["c"], LOCAL4, 4500, 4500, bytes(4) + b"IKE_SA_INIT"))  # non-ESP marker
+    ins(100, udp4(peers["c"], LOCAL4, 4500, 4500, b"\xff"))       # NAT keepalive
+    # an inner packet outside the selector, under SA 0x1001's keys, far ahead in sequence
+    first = sa_text.splitlines()[0]
+    rogue = first.split(" sel ")[0] + " replay-oseq 100000\n"
+    ev, _, _ = engine_run(rogue, "encrypt", [udp4("10.9.9.9", "10.9.9.8", 1, 2, b"x" * 30)])
+    cap.append(ev[0])                                            # policy_mismatch
+    return cap
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("spu")
+    sa_text, peers, make = sa_world()
+    plain = make(3000)
+    (d / "sa.conf").write_text(sa_text)
+    cap = noisy_esp_capture(sa_text, peers, plain)
+    frames = [ether(p) for p in cap]
+    frames.insert(50, bytes(12) + b"\x08\x06" + bytes(28))       # ARP: not IP, malformed
+    write_pcap(d / "esp.pcap", frames, linktype=1)
+    write_pcap(d / "plain.pcap", plain, linktype=101)
+    return {"dir": d, "sa_text": sa_text, "peers": peers, "plain": plain, "esp": cap}
+
+
+def test_decrypt_with_two_workers_is_identical_to_one(world):
+    d = world["dir"]
+    runs = {}
+    for w in (1, 2):
+        p = run_spu("decrypt", "--sa", d / "sa.conf", d / "esp.pcap", d / f"dec{w}.pcap",
+                    "--stats-json", d / f"dec{w}.json", "--workers", w)
+        assert p.returncode == 0, p.stderr
+        runs[w] = json.loads((d / f"dec{w}.json").read_text())
+    assert (d / "dec1.pcap").read_bytes() == (d / "dec2.pcap").read_bytes()
+    one, two = runs[1], runs[2]
+    assert {k: two[k] for k in CONTRACT_KEYS} == one
+    assert two["lost"] == 0
+    dropped = {k: v for k, v in one["dropped"].items() if v}
+    assert dropped == {"no_sa": 3, "malformed": 4, "keepalive": 1, "replay": 1,
+                       "auth_failed": 1, "policy_mismatch": 1}
+    # per-SPU counters add up to the totals, and both SPUs had work
+    spus, disp = two["spus"], two["dispatch"]
+    assert len(spus) == 2 and all(s["alive"] and s["packets_in"] > 500 for s in spus)
+    assert sum(s["packets_in"] for s in spus) + disp["packets_in"] == two["packets_in"]
+    assert sum(s["packets_out"] for s in spus) == two["packets_out"]
+    for reason, n in two["dropped"].items():
+        assert sum(s["dropped"][reason] for s in spus) + disp["dropped"][reason] == n
+    assert disp["dropped"]["no_sa"] == 3 and disp["dropped"]["keepalive"] == 1
+    assert sum(s["logical"] for s in spus) == N_LOGICAL
+    # and the recovered packets are the plaintext
+    got = [p for _, p in read_pcap(d / "dec2.pcap")]
+    assert [g[14:] for g in got] == world["plain"]
+
+
+def test_encrypt_with_two_workers_decrypts_to_the_same_packets(world):
+    d = world["dir"]
+    p = run_spu("encrypt", "--sa", d / "sa.conf", d / "plain.pcap", d / "enc2.pcap",
+                "--stats-json", d / "enc2.json", "--workers", 2)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((d / "enc2.json").read_text())
+    assert stats["packets_out"] == len(world["plain"]) and stats["lost"] == 0
+    enc = [p for _, p in read_pcap(d / "enc2.pcap")]
+    back, drops, _ = engine_run(world["sa_text"], "decrypt", enc)
+    assert not any(drops) and back == world["plain"]
+    # AEAD SAs have deterministic output (IV = sequence number): byte-identical to one
+    # engine, which also shows every SA's packets kept their order
+    ref, _, _ = engine_run(world["sa_text"], "encrypt", world["plain"])
+    assert len(enc) == len(ref)
+    for j, (a, b) in enumerate(zip(enc, ref)):
+        if j % 7 != 1:                    # all but CBC (random IVs): the same bytes
+            assert a == b, j
+
+
+def test_sas_land_on_their_anchor_spu(world):
+    sas = parse_sa_text(world["sa_text"])
+    with SpuCluster(2, capacity=256) as cl:
+        hs = [cl.install(cfg, "out") for cfg in sas]
+        for h, cfg in zip(hs, sas):
+            assert cl.spu_of(h) == cl.anchors.of(logical_of(anchor_of(cfg)))
+        assert [cl.spu_of(h) for h in hs[:5]] == [0, 1, 0, 1, 0]     # SPU_PLAN
+        assert cl.spu_of(hs[5]) == cl.spu_of(hs[0])                  # child SA, same IKE SA
+        # an explicit IKE 4-tuple (as the IKE daemon passes it) decides, not the SA's ends
+        anchor = ("203.0.113.77", LOCAL4, 4500, 4500)
+        cfg = parse_sa_text(f"src {LOCAL4} dst 198.51.100.250 proto esp spi 0x2001 "
+                            f"aead 'rfc4106(gcm(aes))' {hexkey(20, 9)} 128\n")[0]
+        h = cl.install(cfg, "in", anchor=anchor)
+        assert cl.sa_stats(h)["logical"] == logical_of(anchor)
+        assert cl.spu_of(h) == cl.anchors.of(logical_of(anchor))
+        cl.remove(h)
+        assert h not in cl.handles()
+
+
+def test_process_api_matches_engine_and_remove_takes_effect(world):
+    sa_text, plain = world["sa_text"], world["plain"][:900]
+    ref, ref_drops, ref_stats = engine_run(sa_text, "encrypt", plain)
+    with SpuCluster(2, capacity=1024) as cl:
+        hs = [cl.install(cfg, "out") for cfg in parse_sa_text(sa_text)]
+        b = PacketBatch.from_packets(plain)
+        cl.encrypt(b)
+        assert b.drop[:b.count].tolist() == ref_drops
+        enc = b.packets()
+        assert [e for j, e in enumerate(enc) if j % 7 != 1] == \
+            [r for j, r in enumerate(ref) if j % 7 != 1]
+        assert {k: cl.stats()[k] for k in CONTRACT_KEYS} == ref_stats
+        total = sum(cl.sa_stats(h)["packets"] for h in hs)
+        assert total == cl.stats()["packets_out"] == len(plain)
+        cl.remove(hs[0])                        # 10.2.1.0/24 has no policy any more
+        b = PacketBatch.from_packets(plain[:14])
+        cl.encrypt(b)
+        assert [int(x) for x in b.drop[:14:7]] == [Drop.NO_POLICY, Drop.NO_POLICY]
+        assert not b.drop[1:7].any()
+
+
+# -- failures and scale-out, through the streaming API -----------------------------------------
+T = 8           # tunnels (engine.spu_bench: their anchors spread evenly over 2 workers)
+PKT = 100
+
+
+def big_plain(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n IPv4/UDP packets of PKT bytes, packet i to tunnel i % T, index i in the payload."""
+    t = np.frombuffer(udp4("10.1.0.1", "10.2.0.1", 1000, 2000, bytes(PKT - 28)), np.uint8)
+    arr = np.tile(t, (n, 1))
+    i = np.arange(n, dtype=np.uint32)
+    arr[:, 18] = (i % T).astype(np.uint8)
+    arr[:, 28:32] = i.astype(">u4").view(np.uint8).reshape(n, 4)
+    return arr, i
+
+
+class Feeder:
+    """fill() for SpuCluster.stream from packed packets; ts_ns carries the input index.
+    `hooks[k]` runs before batch k is filled."""
+
+    def __init__(self, arr: np.ndarray, hooks=None):
+        self.flat = np.ascontiguousarray(arr).reshape(-1)
+        self.len = arr.shape[1]
+        self.n = arr.shape[0]
+        self.pos = 0
+        self.calls = 0
+        self.hooks = hooks or {}
+
+    def __call__(self, b: PacketBatch) -> int:
+        if self.calls in self.hooks:
+            self.hooks[self.calls]()
+        self.calls += 1
+        if self.pos >= self.n:
+            return 0
+        starts = np.arange(self.pos, self.n, dtype=np.int64) * self.len
+        got = b.add_many(self.flat, starts, np.full(starts.size, self.len, np.int64))
+        b.ts_ns[:got] = np.arange(self.pos, self.pos + got)
+        self.pos += got
+        return got
+
+
+def stop_then_kill(pid: int, at: int) -> dict:
+    """Freeze a worker before batch `at` is filled (so that batch, at least, is inside it)
+    and SIGKILL it 0.3 s later, while the dispatcher waits for it: a kill mid-run with
+    work inside the victim, every time."""
+    def kill():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop():
+        os.kill(pid, signal.SIGSTOP)
+        threading.Timer(0.3, kill).start()
+
+    return {at: stop}
+
+
+def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq():
+    n = 200_000
+    arr, _ = big_plain(n)
+    sas = tunnels(T, 2)
+    dec = Engine()
+    for cfg in sas:
+        dec.install(cfg, "in")
+    db = PacketBatch(1024, data_bytes=1024 * 256)
+    keys, lost_idx, out_idx = [], [], []
+    with SpuCluster(2, capacity=1024, ring=4) as cl:
+        hs = [cl.install(cfg, "out") for cfg in sas]
+        victim_tunnels = {k for k, h in enumerate(hs) if cl.spu_of(h) == 0}
+        assert 0 < len(victim_tunnels) < T
+        slots0 = cl.anchors.slots(0)
+        feeder = Feeder(arr, stop_then_kill(cl.pids()[0], at=60))
+        for b in cl.stream("encrypt", feeder):
+            m = b.count
+            drop = b.drop[:m]
+            assert set(np.unique(drop).tolist()) <= {0, int(LOST)}
+            lost_idx.append(b.ts_ns[:m][drop == LOST].copy())
+            ok = drop == 0
+            spi, seq = esp_fields(b, ok)
+            keys.append((spi << np.uint64(32)) | seq)
+            out_idx.append(b.ts_ns[:m][ok].copy())
+            # decrypt what came out with one engine: the same packets, in order
+            db.clear()
+            got = db.add_many(b.buf, b.off[:m][ok], b.length[:m][ok])
+            dec.decrypt(db)
+            assert got == int(ok.sum()) and not db.drop[:got].any()
+            inner = db.buf[db.off[:got, None] + np.arange(PKT)]
+            assert (inner == arr[b.ts_ns[:m][ok]]).all()
+        stats = cl.stats(per_spu=True)
+        assert cl.live() == [1]
+        assert cl.moves == [("fail", 0, slots0)]               # its logical SPUs, only those
+        assert (cl.anchors.owner == 1).all()
+        assert sum(cl.sa_stats(h)["packets"] for h in hs) >= stats["packets_out"]
+    lost = np.concatenate(lost_idx)
+    assert stats["packets_in"] == n
+    assert stats["lost"] == lost.size > 0 and lost.size <= 4 * 1024
+    assert stats["packets_out"] + stats["lost"] == n and not any(stats["dropped"].values())
+    assert set((lost % T).tolist()) <= victim_tunnels            # only the dead SPU's packets
+    spus = {s["spu"]: s for s in stats["spus"]}
+    assert not spus[0]["alive"] and spus[0]["lost"] == lost.size and spus[1]["lost"] == 0
+    k = np.concatenate(keys)
+    assert np.unique(k).size == k.size                          # no (SPI, seq) twice
+    spi, seq = k >> np.uint64(32), k & np.uint64(0xFFFFFFFF)
+    for s in np.unique(spi):                                    # and in order per SA
+        assert (np.diff(seq[spi == s].astype(np.int64)) > 0).all()
+    done = np.concatenate(out_idx)
+    assert (np.diff(done) > 0).all()                            # input order kept
+
+
+def test_sigkill_mid_capture_decrypt_resumes_windows_conservatively():
+    n = 100_000
+    arr, _ = big_plain(n)
+    sas = tunnels(T, 2)
+    peer = Engine()
+    for cfg in sas:
+        peer.install(cfg, "out")
+    b = PacketBatch(1024, data_bytes=1024 * 256)
+    esp = []
+    for lo in range(0, n, 1024):                               # the ESP capture, in memory
+        b.clear()
+        hi = min(n, lo + 1024)
+        b.add_many(arr.reshape(-1), np.arange(lo, hi, dtype=np.int64) * PKT,
+                   np.full(hi - lo, PKT, np.int64))
+        peer.encrypt(b)
+        esp += b.packets()
+    width = max(map(len, esp))
+    assert width == min(map(len, esp))
+    earr = np.frombuffer(b"".join(esp), np.uint8).reshape(n, width)
+    with SpuCluster(2, capacity=1024, ring=4) as cl:
+        hs = [cl.install(cfg, "in") for cfg in sas]
+        victim_tunnels = {k for k, h in enumerate(hs) if cl.spu_of(h) == 0}
+        feeder = Feeder(earr, stop_then_kill(cl.pids()[0], at=30))
+        lost, seen = [], []
+        for out in cl.stream("decrypt", feeder):
+            m = out.count
+            drop = out.drop[:m]
+            assert set(np.unique(drop).tolist()) <= {0, int(LOST)}   # no replay, no auth
+            lost.append(out.ts_ns[:m][drop == LOST].copy())
+            ok = drop == 0
+            idx = out.ts_ns[:m][ok]
+            inner = out.buf[out.off[:m][ok][:, None] + np.arange(PKT)]
+            assert (out.length[:m][ok] == PKT).all() and (inner == arr[idx]).all()
+            seen.append(idx)
+        stats = cl.stats()
+    lost = np.concatenate(lost)
+    assert stats["lost"] == lost.size > 0
+    assert stats["packets_out"] + lost.size == n
+    assert set((lost % T).tolist()) <= victim_tunnels
+    assert np.concatenate(seen).size == stats["packets_out"]
+
+
+def test_add_worker_mid_stream_moves_minimal_set_with_exact_state():
+    """Decrypt with a third SPU joining halfway: output identical to one engine, replays
+    across the move still caught (the window bitmap moved exactly)."""
+    sa_text, _, make = sa_world()
+    plain = make(6000)
+    esp, _, _ = engine_run(sa_text, "encrypt", plain)
+    cap = esp[:3000] + esp[2940:2990] + esp[3000:]               # replays after the move
+    ref, ref_drops, ref_stats = engine_run(sa_text, "decrypt", cap)
+    with SpuCluster(2, capacity=512, ring=3) as cl:
+        hs = [cl.install(cfg, "in") for cfg in parse_sa_text(sa_text)]
+        before = cl.anchors.owner.copy()
+        src = PacketBatch.from_packets(cap)
+        pos = [0]
+
+        def fill(b):
+            k = pos[0]
+            if k >= len(cap):
+                return 0
+            got = b.add_many(src.buf, src.off[k:len(cap)], src.length[k:len(cap)])
+            pos[0] += got
+            return got
+
+        out, out_drops = [], []
+        for j, b in enumerate(cl.stream("decrypt", fill)):
+            out += b.packets()
+            out_drops += b.drop[:b.count].tolist()
+            if j == 4:
+                new = cl.add_worker()
+        assert new == 2 and cl.live() == [0, 1, 2]
+        (kind, spu, moved), = cl.moves
+        assert (kind, spu) == ("add", 2) and len(moved) == N_LOGICAL // 3
+        assert sorted(np.flatnonzero(cl.anchors.owner != before).tolist()) == moved
+        assert (cl.anchors.owner[moved] == 2).all()
+        assert any(cl.spu_of(h) == 2 for h in hs)              # an SA (0x1002) moved
+        stats = cl.stats()
+    assert out_drops == ref_drops and out_drops.count(Drop.REPLAY) >= 50
+    assert [p for p, d in zip(out, out_drops) if not d] == \
+        [p for p, d in zip(ref, ref_drops) if not d]
+    assert {k: stats[k] for k in CONTRACT_KEYS} == ref_stats and stats["lost"] == 0
+
+
+def test_hung_worker_is_treated_as_failed():
+    sas = tunnels(T, 2)
+    arr, _ = big_plain(2048)
+    with SpuCluster(2, capacity=1024, ring=1, timeout=2.0) as cl:
+        hs = [cl.install(cfg, "out") for cfg in sas]
+        os.kill(cl.pids()[1], signal.SIGSTOP)
+        t = time.monotonic()
+        out = [b.drop[:b.count].copy() for b in cl.stream("encrypt", Feeder(arr))]
+        assert time.monotonic() - t < WAIT
+        first, second = out
+        victims = {k for k, h in enumerate(hs) if cl.spu_of(h) == 1}
+        assert cl.live() == [0] and not victims               # all SAs are on SPU 0 now
+        assert (first == LOST).sum() == cl.stats()["lost"] > 0
+        assert not second.any()                               # the next batch: all through
+
+
+def test_cli_worker_sigkill_mid_capture(tmp_path):
+    """`spu encrypt --workers 2` over a 200k-packet capture; SPU 0 killed from outside."""
+    n = 200_000
+    arr, _ = big_plain(n)
+    sas = tunnels(T, 2)
+    lines = []
+    for cfg in sas:
+        lines.append(f"src {cfg.src} dst {cfg.dst} proto esp spi {cfg.spi:#x} mode tunnel "
+                     f"replay-window 1024 aead 'rfc4106(gcm(aes))' 0x{cfg.aead_key.hex()} 128 "
+                     f"sel src {cfg.sel.src} dst {cfg.sel.dst}")
+    (tmp_path / "sa.conf").write_text("\n".join(lines) + "\n")
+    write_pcap(tmp_path / "in.pcap", list(arr), linktype=101)
+    out = tmp_path / "out.pcap"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "encrypt", "--sa",
+                             tmp_path / "sa.conf", tmp_path / "in.pcap", out, "--stats-json",
+                             tmp_path / "st.json", "--workers", "2"], cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        victim = None
+        end = time.monotonic() + WAIT
+        while time.monotonic() < end and victim is None:
+            for p in os.listdir("/proc"):
+                if p.isdigit() and _comm(int(p)) == "pyspu-spu0" and \
+                        _descends(int(p), proc.pid):
+                    victim = int(p)
+            time.sleep(0.02)
+        assert victim is not None, "no SPU worker appeared"
+        while time.monotonic() < end and (not out.exists() or out.stat().st_size < 2_000_000):
+            time.sleep(0.005)
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=WAIT * 2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    stats = json.loads((tmp_path / "st.json").read_text())
+    assert stats["packets_in"] == n
+    assert stats["packets_out"] + stats["lost"] == n
+    assert [s["alive"] for s in stats["spus"]] == [False, True]
+    keys = set()
+    for _, p in read_pcap(out):
+        key = p[20:28]
+        assert key not in keys
+        keys.add(key)
+    assert len(keys) == stats["packets_out"]
+
+
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+        if pid == ancestor:
+            return True
+        if pid <= 1:
+            return False
+    return False
+
+
+def test_close_leaves_nothing_behind():
+    cl = SpuCluster(2, capacity=64)
+    pids = list(cl.pids().values())
+    names = [s.name for s in cl._res.segments]
+    assert all(_alive(p) for p in pids) and set(names) <= set(ring.leaked(os.getpid()))
+    cl.close()
+    cl.close()                                  # idempotent
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    assert not set(names) & set(ring.leaked())
+
+
+def test_compiled_policy_picks_the_engines_first_match():
+    """kernels_dispatch.classify_encrypt (compiled selectors) against the engine's own
+    first-match walk (kernels_esp.selector_match) on random selectors and packets."""
+    from engine.kernels_dispatch import classify_encrypt, compile_policy
+    from engine.sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
+    rnd = random.Random(5)
+
+    def net(v6: bool):
+        bits = 128 if v6 else 32
+        plen = rnd.choice([0, 1, 7, 8, 15, 16, 23, 24, 31, bits] + ([48, 64, 65, 127] * v6))
+        base = rnd.choice([0xFD00 << 112, 0x20010DB8 << 96] if v6 else [10 << 24, 0xC0A80000])
+        addr = base | rnd.getrandbits(bits - 16)
+        return ipaddress.ip_network((addr, plen), strict=False)
+
+    sas = []
+    for k in range(24):
+        v6 = rnd.random() < 0.4
+        proto = rnd.choice([0, 6, 17, 1])
+        sport = rnd.choice([None, 1000 + k]) if proto in (6, 17) else None
+        dport = rnd.choice([None, 2000]) if proto in (6, 17) else None
+        sel = None if k == 23 else Selector(net(v6), net(v6), proto, sport, dport)
+        sas.append(SAConfig(src=ipaddress.ip_address(LOCAL4),
+                            dst=ipaddress.ip_address(f"198.51.100.{k + 1}"), proto=PROTO_ESP,
+                            spi=0x3000 + k, mode=MODE_TUNNEL, aead="rfc4106(gcm(aes))",
+                            aead_key=bytes(20), icv_bits=128, sel=sel))
+    pkts = []
+    for j in range(3000):
+        cfg = rnd.choice(sas[:-1])
+        src = cfg.sel.src.network_address + rnd.randrange(min(cfg.sel.src.num_addresses, 4096))
+        dst = cfg.sel.dst.network_address + rnd.randrange(min(cfg.sel.dst.num_addresses, 4096))
+        if rnd.random() < 0.2:
+            dst = ipaddress.ip_address(int(dst) ^ (1 << rnd.randrange(dst.max_prefixlen)))
+        proto = rnd.choice([6, 17, 1, cfg.sel.proto or 17])
+        sp, dp = rnd.choice([(1000 + j % 24, 2000), (cfg.sel.sport or 7, cfg.sel.dport or 9)])
+        l4 = (struct.pack("!HHHH", sp, dp, 8, 0) if proto in (6, 17) else b"\x08\0\0\0") + \
+            bytes(20)
+        if src.version != dst.version:
+            continue
+        if src.version == 4:
+            pkts.append(ip4(src, dst, proto, l4))
+        else:
+            pkts.append(struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64,
+                                    src.packed, dst.packed) + l4)
+    for catch_all in (False, True):                 # the last SA has no selector
+        eng = Engine()
+        for cfg in sas if catch_all else sas[:-1]:
+            eng.install(cfg, "out")
+        ref = PacketBatch.from_packets(pkts)
+        got = PacketBatch.from_packets(pkts)
+        eng.encrypt(ref)
+        s = eng.sad
+        dest = np.zeros(got.count, np.int32)
+        classify_encrypt(got.buf, got.off, got.length, got.drop, got.sa, got.count, s.rec,
+                         *compile_policy(s.rec, s.addr, s.spd), np.zeros(s.max_sas, np.int32),
+                         np.zeros(N_LOGICAL, np.int32), dest)
+        n = got.count
+        matched = ref.drop[:n] != Drop.NO_POLICY
+        assert matched.all() if catch_all else 500 < matched.sum() < n
+        assert (got.drop[:n] == np.where(matched, 0, Drop.NO_POLICY)).all()
+        assert (got.sa[:n][matched] == ref.sa[:n][matched]).all()
+        if catch_all:                               # handles are install order here
+            assert (ref.sa[:n] == len(sas) - 1).sum() > 100
+
+
+def test_cli_rejects_a_bad_worker_count(world):
+    d = world["dir"]
+    for bad in ("0", "x", "65"):
+        p = run_spu("decrypt", "--sa", d / "sa.conf", d / "esp.pcap", d / "x.pcap",
+                    "--workers", bad)
+        assert p.returncode == 2 and "worker count" in p.stderr
