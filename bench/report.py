@@ -8,11 +8,14 @@ Record keys (the --json contract; values are null where a measurement did not ru
     scapy_mpps, scapy_packets, speedup_vs_python, profile
 Payload bytes are the plaintext IP packets; wire bytes are the ESP packets (outer IPv4
 header, ESP header, IV, padding, trailer and ICV included), in either direction.
+workers is 1 for the in-process engine; a record with workers N > 1 (`--workers 1,N`) is
+SpuCluster with N worker processes (worker_record): mpps_min/mpps_max null, repeats = its
+rounds, ceiling_* = one core's ceiling from the 1-worker record, baselines null.
 """
 from __future__ import annotations
 
 import json
-from typing import IO, Optional
+from typing import IO, Optional, Sequence
 
 KEYS = ("suite", "mode", "size", "direction", "workers", "batch", "backend", "mpps",
         "mpps_min", "mpps_max", "repeats", "gbps", "gbps_wire", "ns_per_packet",
@@ -60,6 +63,28 @@ def record(suite, size, direction: str, batch: int, meta: dict, m: dict) -> dict
     }
 
 
+def worker_record(base: dict, row: dict, tunnels: int) -> dict:
+    """The record of one SpuCluster measurement (engine.spu.measure_scaling's `row`, N > 1
+    workers) beside `base`, the in-process record of the same suite, size, direction and
+    batch: same keys; its ceiling is that one core's ceiling (so /ceil may exceed 1), the
+    baselines are null, and min-max is not measured (each value is a median round)."""
+    mpps = row["mpps"]
+    pay, wire, mhz = base["payload_bytes"], base["wire_bytes"], base["cpu_mhz"]
+    ceil = base["ceiling_mpps"]
+    rec = dict.fromkeys(KEYS)
+    rec.update(
+        suite=base["suite"], mode=base["mode"], size=base["size"],
+        direction=row["direction"], workers=row["workers"], batch=base["batch"],
+        backend=base["backend"], mpps=_sig(mpps), repeats=row["rounds"],
+        gbps=_sig(mpps * pay * 8 / 1e3), gbps_wire=_sig(mpps * wire * 8 / 1e3),
+        ns_per_packet=_sig(row["ns_per_packet"]),
+        cycles_per_byte=_sig(row["ns_per_packet"] * mhz / 1e3 / pay, 4) if mhz else None,
+        cpu_mhz=mhz, payload_bytes=pay, wire_bytes=wire, ceiling_mpps=ceil,
+        ceiling_gbps=base["ceiling_gbps"],
+        ratio_to_ceiling=_sig(mpps / ceil, 4) if ceil else None)
+    return rec
+
+
 # ---------------------------------------------------------------------------------------
 # the table
 # ---------------------------------------------------------------------------------------
@@ -89,31 +114,36 @@ HEADER = (f"{'size':>5} {'dir':3} {'Mpps':>6} {'min-max':>11} {'Gbit/s':>7} {'wi
           f"{'x Py':>5} | {'scapy':>7}")
 
 
-def print_table(records: list[dict], meta: dict, notes: dict, out: IO[str]) -> None:
+def _workers_text(meta: dict) -> str:
+    counts = meta.get("worker_counts") or [1]
+    if max(counts) == 1:
+        return "1 worker"
+    return f"workers {','.join(map(str, counts))} (1: in-process engine; N > 1: SpuCluster)"
+
+
+def print_table(records: list[dict], meta: dict, notes: dict, out: IO[str],
+                scaling: Sequence[dict] = ()) -> None:
     cpu = meta["cpu"]
     mhz = cpu["mhz"]
     w = out.write
-    w(f"spu bench: crypto backend {meta['backend']}; {meta['workers']} worker; "
+    w(f"spu bench: crypto backend {meta['backend']}; {_workers_text(meta)}; "
       f"tunnel mode, IPv4 outer, IPv4/UDP inner\n")
     w(f"CPU: {cpu['model'] or 'unknown'}, {cpu['cores']} cores, "
       + (f"{mhz:.0f} MHz" if mhz else "MHz unknown")
       + f"; Python {meta['python']}; {meta['duration']:g} s per case, medians of "
       f"{meta['repeats']} repeats; wall time {meta.get('wall_s', 0):.0f} s"
       + _load_text(meta.get("load")) + "\n")
-    group = None
+    groups: dict = {}           # measured order, worker rows after their suite's own
     for r in records:
-        key = (r["suite"], r["batch"])
-        if key != group:
-            group = key
-            w(f"\n{r['suite']}  (batch {r['batch']}; crypto {r['backend']})\n{HEADER}\n")
-        spread = (f"{_num(r['mpps_min'], 5).strip()}-{_num(r['mpps_max'], 5).strip()}"
-                  if r["mpps"] is not None else "-")
-        w(f"{str(r['size']):>5} {r['direction'][:3]:3} {_num(r['mpps'], 6)} {spread:>11} "
-          f"{_num(r['gbps'], 7)} {_num(r['gbps_wire'], 6)} {_num(r['ns_per_packet'], 7)} "
-          f"{_num(r['cycles_per_byte'], 6)} | {_num(r['ceiling_mpps'], 7)} "
-          f"{_f(r['ratio_to_ceiling'], 5, '.2f')} | {_num(r['python_mpps'], 7)} "
-          f"{_num(r['speedup_vs_python'], 5)} | {_num(r['scapy_mpps'], 7)}\n")
+        groups.setdefault((r["suite"], r["batch"], r["workers"]), []).append(r)
+    for (suite, batch, workers), rows in groups.items():
+        how = "" if workers == 1 else (f"; {workers} SPU workers, SpuCluster streamed, "
+                                       f"ceiling of one core")
+        w(f"\n{suite}  (batch {batch}; crypto {rows[0]['backend']}{how})\n{HEADER}\n")
+        for r in rows:
+            _row(r, w)
     py_n = sorted({r["python_packets"] for r in records if r["python_packets"]})
+
     sc_n = sorted({r["scapy_packets"] for r in records if r["scapy_packets"]})
     w("\nMpps: engine (Engine.encrypt/decrypt on one batch, replayed), median and min-max "
       "over repeats.\n"
@@ -130,8 +160,41 @@ def print_table(records: list[dict], meta: dict, notes: dict, out: IO[str]) -> N
       "scapy: scapy's SecurityAssociation with IP(bytes) and bytes()"
       + (f", {_span(sc_n)} packets per repeat (cycling through the first "
          f"{meta['scapy_sample']} at most)" if sc_n else "") + ".\n")
+    if scaling:
+        _print_scaling(scaling, w)
     for text in notes.values():
         w(f"note: {text}\n")
+
+
+def _row(r: dict, w) -> None:
+    if r["workers"] > 1:        # no spread measured: the column names the worker count
+        spread = f"{r['workers']} workers"
+    else:
+        spread = (f"{_num(r['mpps_min'], 5).strip()}-{_num(r['mpps_max'], 5).strip()}"
+                  if r["mpps"] is not None else "-")
+    w(f"{str(r['size']):>5} {r['direction'][:3]:3} {_num(r['mpps'], 6)} {spread:>11} "
+      f"{_num(r['gbps'], 7)} {_num(r['gbps_wire'], 6)} {_num(r['ns_per_packet'], 7)} "
+      f"{_num(r['cycles_per_byte'], 6)} | {_num(r['ceiling_mpps'], 7)} "
+      f"{_f(r['ratio_to_ceiling'], 5, '.2f')} | {_num(r['python_mpps'], 7)} "
+      f"{_num(r['speedup_vs_python'], 5)} | {_num(r['scapy_mpps'], 7)}\n")
+
+
+def _print_scaling(scaling: Sequence[dict], w) -> None:
+    """The "N workers / 1 worker" footer: both from SpuCluster, in the same rounds."""
+    t = scaling[0]
+    w(f"N workers: SpuCluster with N worker processes, {t['tunnels']} tunnels of the suite "
+      f"interleaved, batches streamed through a ring as `spu encrypt/decrypt --workers N` "
+      f"does minus the file I/O (engine/spu_bench.py); the dispatcher shares the cores; "
+      f"median rounds, configurations alternating; /ceil against one core's ceiling.\n")
+    for s in scaling:
+        for d, ratios in s["speedup"].items():
+            mp = {x["workers"]: x["mpps"] for x in s["results"] if x["direction"] == d}
+            parts = [f"{n} worker{'s' if n > 1 else ''} {mp[n]:.3g} Mpps"
+                     for n in sorted(mp)]
+            rat = ", ".join(f"{n} workers / 1 worker = {x:.2f}x"
+                            for n, x in sorted(ratios.items()) if n > 1)
+            w(f"scaling {s['suite']} {s['size']} {d[:3]} batch {s['batch']}: "
+              f"{'; '.join(parts)}: {rat}\n")
 
 
 def _load_text(load) -> str:
@@ -196,6 +259,7 @@ def plot(records: list[dict], path: str, meta: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    records = [r for r in records if r["workers"] == 1]     # the in-process engine
     panels = sorted({(r["direction"], r["batch"]) for r in records},
                     key=lambda p: (p[0] != "encrypt", p[1]))
     sizes = sorted({r["size"] for r in records}, key=_size_order)

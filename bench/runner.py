@@ -20,6 +20,11 @@ Medians, not sums: on a shared machine a round that lost the CPU to another proc
 would otherwise count as engine time. (The first design, a restore-only loop subtracted
 from a restore+run loop, read 2x too slow under a load of 3 on 2 cores.)
 
+`--workers 1,N`: for each suite, size and direction, N > 1 also runs SpuCluster with N
+worker processes and with 1, in the same alternating rounds (engine.spu.measure_scaling:
+batches streamed as `spu encrypt/decrypt --workers N` does, minus the file I/O); records
+with "workers": N, and a footer of "N workers / 1 worker" ratios from that one run.
+
 Only the top-level imports here are cheap (argparse and the pure-Python algorithm
 table), so that `spu --help` stays fast.
 """
@@ -41,6 +46,7 @@ DEFAULT_BATCH = 1024
 SCAPY_SAMPLE = 200
 SHARE = {"engine": 0.40, "ceiling": 0.30, "python": 0.15, "scapy": 0.15, "profile": 0.30}
 DIRECTIONS = ("encrypt", "decrypt")
+WORKER_PACKETS = 16384     # packets per SpuCluster round (batches of --batch, at least 8)
 
 
 class BenchError(Exception):
@@ -82,11 +88,17 @@ def _batches(text: str) -> list[int]:
     return out
 
 
-def _workers(text: str) -> int:
-    if text.strip() != "1":
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: only 1 worker for now (SPU worker processes are a separate issue)")
-    return 1
+MAX_WORKERS = 64           # engine.spu.MAX_SPUS (not imported: `spu --help` stays fast)
+
+
+def _workers(text: str) -> list[int]:
+    out = []
+    for p in text.split(","):
+        if not p.strip().isdigit() or not 1 <= int(p) <= MAX_WORKERS:
+            raise argparse.ArgumentTypeError(
+                f"bad worker count {p.strip()!r} (1..{MAX_WORKERS})")
+        out.append(int(p))
+    return sorted(set(out))
 
 
 def _positive(text: str) -> float:
@@ -119,9 +131,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="LIST", help="encrypt, decrypt or both (default both)")
     p.add_argument("--batch", type=_batches, default=[DEFAULT_BATCH], metavar="N[,N..]",
                    help=f"packets per batch, one or more (default {DEFAULT_BATCH})")
-    p.add_argument("--workers", type=_workers, default=1, metavar="1",
-                   help="SPU workers: only 1 for now (the SPU worker processes are "
-                        "another issue)")
+    p.add_argument("--workers", type=_workers, default=[1], metavar="N[,N..]",
+                   help="SPU worker counts, e.g. 1,2 (default 1). 1 is the in-process "
+                        "engine, always measured. Each N > 1 adds, per suite, size and "
+                        "direction, a row (and a JSON record with \"workers\": N) measured "
+                        "through SpuCluster with N worker processes, batches streamed as "
+                        "`spu encrypt/decrypt --workers N` does (8 tunnels, no file I/O; "
+                        "engine/spu_bench.py), plus a 1-worker SpuCluster run in the same "
+                        "rounds, and the footer gives N workers / 1 worker; IMIX has no "
+                        "worker rows")
     p.add_argument("--duration", type=_positive, default=DEFAULT_DURATION, metavar="SEC",
                    help="timed seconds per case, shared by the engine, the ceiling and the "
                         f"baselines, each split into --repeats repeats (default "
@@ -543,6 +561,21 @@ def measure_case(sb: SuiteBench, cd: CaseData, direction: str, args) -> dict:
             "wire_bytes": cd.wire_bytes / n}
 
 
+def measure_workers(sb: SuiteBench, size: int, batch: int, args, doing=None) -> dict:
+    """SpuCluster throughput with 1 and each requested N > 1 workers, both directions, in
+    the same alternating rounds: engine.spu.measure_scaling (the streamed data path of
+    `spu encrypt/decrypt --workers N`, on tunnels with this suite's transform), no
+    in-process row (the case above measured that). The 1-worker run is the base of the
+    "N workers / 1 worker" ratios. Starts and closes its own worker processes."""
+    from engine.spu import measure_scaling
+
+    workers = sorted({1, *args.workers})
+    return measure_scaling(workers, size, args.directions, batch=batch,
+                           batches=max(8, WORKER_PACKETS // batch), duration=args.duration,
+                           template=sb.cfg, inprocess=False, backend=args.backend,
+                           progress=doing)
+
+
 # ---------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------
@@ -569,17 +602,22 @@ def _run(args) -> int:
     sizes = args.sizes or list(DEFAULT_SIZES)
     cases = [(s, b, z, d) for s in suites for b in args.batch for z in sizes
              for d in args.directions]
+    spu = max(args.workers) > 1
+    spu_cases = ([(s, b, z) for s in suites for b in args.batch for z in sizes if z != "imix"]
+                 if spu else [])
     t_start = time.monotonic()
     note(f"{len(cases)} cases ({len(suites)} suites x {len(args.batch)} batch sizes x "
          f"{len(sizes)} sizes x {len(args.directions)} directions), about {args.duration:g} s "
-         f"each; loading the engine")
+         f"each" + (f", and {len(spu_cases)} SpuCluster runs (workers "
+                    f"{','.join(map(str, sorted({1, *args.workers})))}, both directions "
+                    f"{args.duration:g} s each)" if spu else "") + "; loading the engine")
     from engine.engine import Engine
 
     notes: dict[str, str] = {}
     records: list[dict] = []
     profiles: list[dict] = []
     meta = {"backend": Engine(max_sas=1, backend=args.backend).backend(), "cpu": cpu_info(),
-            "workers": args.workers,
+            "workers": 1, "worker_counts": sorted({1, *args.workers}),
             "duration": args.duration, "repeats": args.repeats,
             "python": sys.version.split()[0], "load": (_load(), None),
             "scapy_sample": SCAPY_SAMPLE}
@@ -589,7 +627,11 @@ def _run(args) -> int:
         notes["imix"] = (f"IMIX repeats a {len(IMIX_PATTERN)}-packet pattern (7:4:1); a batch "
                          f"of {off_mix[0]} holds too few periods for that mix (its bytes are "
                          f"counted as they are)")
-    progress = Progress(len(cases))
+    if spu and "imix" in sizes:
+        notes["workers-imix"] = ("no SpuCluster rows for IMIX (its workload generator "
+                                 "takes one packet size)")
+    scaling: list[dict] = []
+    progress = Progress(len(cases) + len(spu_cases))
     progress.doing("setting up")
     try:
         for suite in suites:
@@ -606,6 +648,23 @@ def _run(args) -> int:
                         if m["profile"]:
                             profiles.append(rec)
                         progress.step(f"{suite.name} {size} {direction} batch {batch}")
+                    if spu and size != "imix":
+                        what = f"{suite.name} {size} batch {batch} SPU workers"
+                        progress.doing(what)
+                        res = measure_workers(
+                            sb, size, batch, args,
+                            lambda row, w=what: progress.doing(
+                                f"{w}: {row['direction']} {row['workers']} done"))
+                        base = {r["direction"]: r for r in records[-len(args.directions):]}
+                        for row in res["results"]:
+                            if row["workers"] > 1 and row["workers"] in args.workers:
+                                records.append(report.worker_record(
+                                    base[row["direction"]], row, res["tunnels"]))
+                        scaling.append({"suite": suite.name, "size": size, "batch": batch,
+                                        "backend": res["backend"], "tunnels": res["tunnels"],
+                                        "results": res["results"],
+                                        "speedup": res["speedup"]})
+                        progress.step(what)
     finally:
         progress.close()
     if args.no_baselines:
@@ -616,7 +675,7 @@ def _run(args) -> int:
         notes["load"] = (f"other work was running (load average {meta['load'][0]:.1f} before "
                          f"the run, on {meta['cpu']['cores']} cores): expect noise; ratios "
                          f"measured in one run (/ceil, x Py) hold up better than absolutes")
-    report.print_table(records, meta, notes, sys.stdout)
+    report.print_table(records, meta, notes, sys.stdout, scaling)
     if profiles:
         report.print_profile(profiles, sys.stdout)
     if args.json:

@@ -13,6 +13,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -73,14 +74,73 @@ def test_spu_bench_tiny_run(tmp_path):
     assert "6/6" in p.stderr            # the progress bar reached the end
 
 
-def test_cli_refuses_more_workers_and_bad_names(capsys):
-    for argv in (["--workers", "2"], ["--suites", "gcm(aes)"], ["--sizes", "12"],
-                 ["--directions", "sideways"]):
+def test_cli_refuses_bad_workers_and_names(capsys):
+    for argv in (["--workers", "0"], ["--workers", "1,two"], ["--suites", "gcm(aes)"],
+                 ["--sizes", "12"], ["--directions", "sideways"]):
         with pytest.raises(SystemExit) as e:
             runner.main(argv)
         assert e.value.code == 2
     err = capsys.readouterr().err
-    assert "only 1 worker" in err and "unknown cipher" in err
+    assert "bad worker count" in err and "unknown cipher" in err
+    assert runner.build_parser().parse_args(["--workers", "2,1,2"]).workers == [1, 2]
+
+
+def _marked(marker: str) -> list[int]:
+    """Live processes (of this user) whose environment holds `marker`."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open(f"/proc/{p}/environ", "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(p))
+        except OSError:
+            pass
+    return pids
+
+
+def test_spu_bench_workers_1_2(tmp_path):
+    """`--workers 1,2`: records for 1 (in-process) and 2 (SpuCluster) workers, the footer
+    ratio; no worker process and no shared-memory segment outlives the run."""
+    from engine import ring
+
+    out = tmp_path / "bench.json"
+    suite = "rfc4106(gcm(aes))/128"
+    marker = f"PYSPU_BENCH_TEST={os.getpid()}_{tmp_path.name}"
+    env = dict(os.environ, PYSPU_BENCH_TEST=marker.split("=", 1)[1])
+    p = subprocess.Popen(
+        [sys.executable, "-m", "engine.cli", "bench", "--workers", "1,2", "--suites", suite,
+         "--sizes", "1400", "--duration", "0.2", "--no-baselines", "--json", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, stderr
+    records = json.loads(out.read_text())
+    by = {(r["workers"], r["direction"]): r for r in records}
+    assert set(by) == {(w, d) for w in (1, 2) for d in ("encrypt", "decrypt")}
+    for r in records:
+        for k in REQUIRED_KEYS:
+            assert k in r, k
+        assert r["suite"] == suite and r["size"] == 1400 and _positive(r["mpps"])
+        assert r["python_mpps"] is None and r["scapy_mpps"] is None
+    for d in ("encrypt", "decrypt"):
+        assert by[2, d]["ceiling_mpps"] == by[1, d]["ceiling_mpps"]
+    rows = [ln for ln in stdout.splitlines() if ln.split()[:2] in
+            (["1400", "enc"], ["1400", "dec"])]
+    assert len(rows) == 4 and sum("2 workers" in ln for ln in rows) == 2
+    assert sum("2 workers / 1 worker" in ln for ln in stdout.splitlines()) == 2
+    # nothing left behind: worker processes (found by the environment they inherited)
+    # and the /dev/shm segments named after the bench process
+    deadline = time.monotonic() + 10
+    while _marked(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _marked(marker) == []
+    assert ring.leaked(p.pid) == []
 
 
 def test_plot_without_matplotlib_is_one_line(monkeypatch, capsys, tmp_path):
