@@ -330,7 +330,14 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
 
     aux[i, 0] = offset of the outer IP header, aux[i, 1] = offset of the byte naming the
     ESP/UDP protocol (transport mode rewrites it), aux[i, 2] = 1 if ESP-in-UDP.
+
+    ESN high bits are inferred from each SA's provisional edge `ptop`, which advances over
+    the batch in packet order as the real edge will in finish_decrypt when every ICV
+    verifies; a packet that straddles 2^32 after earlier packets of the same batch is
+    numbered as it would be processed alone. (prepare_decrypt_ah relies on this reset.)
     """
+    for k in range(rec.shape[0]):
+        rec[k].ptop = top[k]
     for i in range(n):
         ops[i, OP_SA] = -1
         if drop[i]:
@@ -390,13 +397,15 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue
         seq_lo = np.uint64(rd32(buf, esp + 4))
-        seq = infer_seq(top[s], r.window, r.esn, seq_lo)
+        seq = infer_seq(r.ptop, r.window, r.esn, seq_lo)
         if r.integrity and r.window > 0:
             if (not r.esn and seq_lo == 0) or not check(bitmap, r.bm_base, r.bm_words,
                                                         top[s], r.window, seq):
                 drop[i] = D_REPLAY
                 count_drop(ctr, gdrop, s, D_REPLAY)
                 continue
+        if r.integrity and seq > r.ptop:
+            rec[s].ptop = seq
         ops[i, OP_SA] = s
         ops[i, OP_AUTH_OFF] = esp
         ops[i, OP_AUTH_LEN] = 8 + iv + enc_len

@@ -36,6 +36,9 @@ SA_DTYPE = np.dtype([
     ("sel_sport", np.int32), ("sel_dport", np.int32),   # -1 = any
     ("bm_words", np.int32), ("bm_base", np.int64),
     ("seq_out", np.uint64),                              # last outbound sequence number used
+    # inbound, during one decrypt batch: the window edge as it will be after the packets
+    # pre-checked so far, so ESN high bits are inferred in packet order (RFC 4303 App. A)
+    ("ptop", np.uint64),
 ], align=True)   # C layout: aligned fields keep the kernels' loads single instructions
 
 CTR_PACKETS = 0
