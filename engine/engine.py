@@ -25,7 +25,8 @@ from .batch import PacketBatch
 from .drops import N_DROPS, drop_dict
 from .kernels_ah import (AH_SAVE, finish_decrypt_ah, finish_encrypt_ah, prepare_decrypt_ah,
                          prepare_encrypt_ah)
-from .kernels_esp import finish_decrypt, finish_encrypt, prepare_decrypt, prepare_encrypt
+from .kernels_esp import (D_DEFER, D_DONE, finish_decrypt, finish_encrypt, prepare_decrypt,
+                          prepare_encrypt)
 from .ops import OP_COLS
 from .sa import PROTO_AH, SAConfig
 from .sad import CTR_BYTES, CTR_DROP0, CTR_PACKETS, SADatabase
@@ -112,21 +113,24 @@ class Engine:
     def decrypt(self, batch: PacketBatch) -> None:
         n = batch.count
         self._check_preset(batch)
-        ops, aux = self._scratch(n)
-        s = self.sad
-        prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                        s.addr, s.in_hash, s.encap_ports, s.top, s.bitmap, ops, aux, s.ctr,
-                        self.gdrop)
-        prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                           s.addr, s.in_hash, s.top, s.bitmap, ops, aux, self._ah_save,
-                           self._icv_in, s.ctr, self.gdrop)
-        self.esp_crypto(batch.buf, ops, batch.drop, n, False)
-        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
-        finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                       s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
-        finish_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                          s.addr, s.top, s.bitmap, ops, aux, self._ah_save, self._icv_in,
-                          s.ctr, self.gdrop)
+        drop = batch.drop
+        final = None
+        start = 0
+        while True:
+            cut = self._decrypt_round(batch, n)
+            if cut >= n:
+                break
+            # An ESN high-bit inference depends on packets before `cut` (kernels_esp.
+            # prepare_decrypt): keep their results aside and run the rest as a new round.
+            if final is None:
+                final = np.empty(n, np.uint8)
+            final[start:cut] = drop[start:cut]
+            drop[start:cut] = D_DONE
+            rest = drop[cut:n]
+            rest[rest == D_DEFER] = 0
+            start = cut
+        if final is not None:
+            drop[:start] = final[:start]
         self._account(batch)
 
     def esp_crypto(self, buf: np.ndarray, ops: np.ndarray, drop: np.ndarray, n: int,
@@ -145,6 +149,26 @@ class Engine:
         n = batch.count
         if n and int(batch.drop[:n].max()) >= N_DROPS:
             raise ValueError("batch.drop holds a value that is not an engine.drops.Drop")
+
+    def _decrypt_round(self, batch: PacketBatch, n: int) -> int:
+        """prepare -> crypto -> finish over the packets not marked D_DONE/D_DEFER; returns
+        where prepare cut the batch (n when it did not)."""
+        ops, aux = self._scratch(n)
+        s = self.sad
+        cut = prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
+                              s.rec, s.addr, s.in_hash, s.encap_ports, s.top, s.bitmap, ops,
+                              aux, s.ctr, self.gdrop)
+        prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                           s.addr, s.in_hash, s.top, s.bitmap, ops, aux, self._ah_save,
+                           self._icv_in, s.ctr, self.gdrop)
+        self.esp_crypto(batch.buf, ops, batch.drop, n, False)
+        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
+        finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                       s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
+        finish_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
+                          s.addr, s.top, s.bitmap, ops, aux, self._ah_save, self._icv_in,
+                          s.ctr, self.gdrop)
+        return int(cut)
 
     def _account(self, batch: PacketBatch) -> None:
         n = batch.count

@@ -334,13 +334,13 @@ def frame_decrypt(buf, i, o, ver, end, a, nh_off, s, rec, top, bitmap, ops, aux,
     if hdr > AH_SAVE or not zero_mutable(buf, o, hdr, Z_CHECK):
         return D_MALFORMED
     seq_lo = np.uint64(rd32(buf, a + 8))
-    seq = infer_seq(r.ptop, r.window, r.esn, seq_lo)   # ptop: see kernels_esp.prepare_decrypt
+    # the real edge is right within a round: kernels_esp.prepare_decrypt cuts the batch
+    # before any packet whose ESN high bits depend on earlier packets of the batch
+    seq = infer_seq(top[s], r.window, r.esn, seq_lo)
     if r.integrity and r.window > 0:
         if (not r.esn and seq_lo == 0) or not check(bitmap, r.bm_base, r.bm_words,
                                                     top[s], r.window, seq):
             return D_REPLAY
-    if r.integrity and seq > r.ptop:
-        rec[s].ptop = seq
     save_bytes(save, i, buf, o, hdr)
     save_bytes(icv_in, i, buf, a + AH_FIXED, icv)
     for j in range(icv):             # the ICV, not its padding (RFC 4302 3.4.4)

@@ -33,6 +33,9 @@ D_POLICY_MISMATCH = np.uint8(Drop.POLICY_MISMATCH)
 D_SEQ_EXHAUSTED = np.uint8(Drop.SEQ_EXHAUSTED)
 D_KEEPALIVE = np.uint8(Drop.KEEPALIVE)
 D_DUMMY = np.uint8(Drop.DUMMY)
+# Internal marks, never seen outside Engine.decrypt (Drop values stay below them):
+D_DONE = np.uint8(253)    # finished in an earlier round of this batch
+D_DEFER = np.uint8(254)   # left for the next round (see prepare_decrypt)
 
 MODE_TUNNEL = 1
 U32_MAX = np.uint64(0xFFFFFFFF)
@@ -331,15 +334,21 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
     aux[i, 0] = offset of the outer IP header, aux[i, 1] = offset of the byte naming the
     ESP/UDP protocol (transport mode rewrites it), aux[i, 2] = 1 if ESP-in-UDP.
 
-    ESN high bits are inferred from each SA's provisional edge `ptop`, which advances over
-    the batch in packet order as the real edge will in finish_decrypt when every ICV
-    verifies; a packet that straddles 2^32 after earlier packets of the same batch is
-    numbered as it would be processed alone. (prepare_decrypt_ah relies on this reset.)
+    ESN (RFC 4303 App. A) infers a packet's high bits from the window as it stands when
+    that packet arrives, and within a batch the window moves only in finish_decrypt. So
+    each SA's provisional edge `ptop` follows the packets pre-checked so far (ESP and AH);
+    at the first packet whose high bits would differ between `ptop` and the real edge
+    `top`, the batch is cut: that packet and the rest are marked D_DEFER and this returns
+    its index, and Engine.decrypt finishes the prefix and runs another round on the rest.
+    Packets are thus numbered exactly as if processed one by one (a cut happens once per
+    2^32 packets of an SA in normal traffic). Returns n when there is no cut.
     """
     for k in range(rec.shape[0]):
         rec[k].ptop = top[k]
     for i in range(n):
         ops[i, OP_SA] = -1
+        if drop[i] >= D_DONE:
+            continue                 # not this round's packet
         if drop[i]:
             count_drop(ctr, gdrop, -1, drop[i])
             continue
@@ -354,7 +363,14 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
         end = o + tot
         length[i] = tot
         if proto == P_AH:
-            continue                 # kernels_ah.prepare_decrypt_ah (row left unframed)
+            # framed by kernels_ah.prepare_decrypt_ah; only its ESN ordering is tracked here
+            if l4 + 12 <= end:
+                s = lookup_inbound(rec, addr, in_hash, rd32(buf, l4 + 4), buf,
+                                   o + 16 if ver == 4 else o + 24, ver, P_AH)
+                if s >= 0 and not rec[s].outbound and rec[s].esn:
+                    if esn_cut(rec, top, bitmap, s, np.uint64(rd32(buf, l4 + 8))):
+                        return defer_from(drop, ops, i, n)
+            continue
         encap = 0
         esp = l4
         if proto == P_UDP:
@@ -397,15 +413,15 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue
         seq_lo = np.uint64(rd32(buf, esp + 4))
-        seq = infer_seq(r.ptop, r.window, r.esn, seq_lo)
+        if r.esn and esn_cut(rec, top, bitmap, s, seq_lo):
+            return defer_from(drop, ops, i, n)
+        seq = infer_seq(top[s], r.window, r.esn, seq_lo)
         if r.integrity and r.window > 0:
             if (not r.esn and seq_lo == 0) or not check(bitmap, r.bm_base, r.bm_words,
                                                         top[s], r.window, seq):
                 drop[i] = D_REPLAY
                 count_drop(ctr, gdrop, s, D_REPLAY)
                 continue
-        if r.integrity and seq > r.ptop:
-            rec[s].ptop = seq
         ops[i, OP_SA] = s
         ops[i, OP_AUTH_OFF] = esp
         ops[i, OP_AUTH_LEN] = 8 + iv + enc_len
@@ -417,6 +433,32 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
         aux[i, 0] = o
         aux[i, 1] = nh_off
         aux[i, 2] = encap
+    return n
+
+
+@nb.njit(cache=True, inline="always")
+def esn_cut(rec, top, bitmap, s, seq_lo):
+    """True when this packet's ESN high bits depend on earlier packets of the batch (the
+    provisional edge infers otherwise than the real one). Otherwise advance the provisional
+    edge as the real one will if this packet's ICV verifies."""
+    r = rec[s]
+    seq = infer_seq(top[s], r.window, r.esn, seq_lo)
+    if infer_seq(r.ptop, r.window, r.esn, seq_lo) != seq:
+        return True
+    if r.integrity and seq > r.ptop and (
+            r.window == 0 or check(bitmap, r.bm_base, r.bm_words, top[s], r.window, seq)):
+        rec[s].ptop = seq
+    return False
+
+
+@nb.njit(cache=True)
+def defer_from(drop, ops, i, n):
+    """Leave packets i.. for the next round: alive ones are marked D_DEFER; rows reset."""
+    for j in range(i, n):
+        ops[j, OP_SA] = -1
+        if drop[j] == 0:
+            drop[j] = D_DEFER
+    return i
 
 
 @nb.njit(cache=True, inline="always")
