@@ -35,14 +35,14 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_esp import (count_drop, ecn_decap, inner_packet, lookup_inbound, selector_match,
+from .kernels_esp import (accept_in_order, count_drop, ecn_decap, inner_packet, lookup_inbound, selector_match,
                           write_outer_ipv4, write_outer_ipv6)
 from .kernels_ip import (P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_ROUTING,
                          dscp_of, ecn_of, ipv4_set_checksum, move_bytes, parse_ip, ports_of,
                          rd32, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
                   OP_SA, OP_SEQ)
-from .replay import advance, check, infer_seq, inferred_elsewhere
+from .replay import check, infer_seq
 from .sa import MODE_TUNNEL
 from .sad import CTR_BYTES, CTR_PACKETS
 
@@ -70,7 +70,6 @@ Z_SEND = 2           # zero as the sender predicts the receiver will see it
 
 D_NONE = np.uint8(0)
 D_NO_SA = np.uint8(Drop.NO_SA)
-D_AUTH_FAILED = np.uint8(Drop.AUTH_FAILED)
 D_REPLAY = np.uint8(Drop.REPLAY)
 D_MALFORMED = np.uint8(Drop.MALFORMED)
 D_POLICY_MISMATCH = np.uint8(Drop.POLICY_MISMATCH)
@@ -435,18 +434,11 @@ def finish_decrypt_ah(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops
         restore_bytes(buf, a + AH_FIXED, icv_in, i, np.int64(r.icv_len))
         if drop[i]:
             continue
-        seq = np.uint64(ops[i, OP_SEQ])
-        if r.integrity and inferred_elsewhere(top[s], r.window, r.esn, seq):
-            drop[i] = D_AUTH_FAILED       # in file order: other ESN high bits, ICV fails
-            count_drop(ctr, gdrop, s, D_AUTH_FAILED)
+        reason = accept_in_order(rec, top, bitmap, s, np.uint64(ops[i, OP_SEQ]))
+        if reason:
+            drop[i] = reason
+            count_drop(ctr, gdrop, s, reason)
             continue
-        if r.integrity and r.window > 0:
-            if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
-                drop[i] = D_REPLAY        # a duplicate inside this batch
-                count_drop(ctr, gdrop, s, D_REPLAY)
-                continue
-        elif r.integrity and seq > top[s]:
-            top[s] = seq                  # no window, but ESN inference still needs the edge
         reason, new_off, new_len = decap(buf, i, r.mode, ops, aux)
         if reason == 0:
             ok, ver, hl2, tot2, proto2, l4b, nhb = parse_ip(buf, new_off, new_len)

@@ -495,6 +495,23 @@ def ecn_decap(buf, outer_o, inner_o):
     return True
 
 
+@nb.njit(cache=True, inline="always")
+def accept_in_order(rec, top, bitmap, s, seq):
+    """The in-order half of anti-replay (RFC 4303 3.4.3), for ESP and AH packets whose ICV
+    verified: advance SA s's window with `seq`, or return why the packet is dropped."""
+    r = rec[s]
+    if not r.integrity:
+        return np.uint8(0)            # RFC 4303: no integrity, no replay service
+    if inferred_elsewhere(top[s], r.window, r.esn, seq):
+        return D_AUTH_FAILED          # in file order: other ESN high bits, the ICV fails
+    if r.window > 0:
+        if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
+            return D_REPLAY           # e.g. a duplicate inside this batch
+    elif seq > top[s]:
+        top[s] = seq                  # no window, but ESN inference still needs the edge
+    return np.uint8(0)
+
+
 @nb.njit(cache=True)
 def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, aux,
                    ctr, gdrop):
@@ -508,18 +525,11 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
         r = rec[s]
         if r.proto == P_AH:
             continue                 # kernels_ah.finish_decrypt_ah
-        seq = np.uint64(ops[i, OP_SEQ])
-        if r.integrity and inferred_elsewhere(top[s], r.window, r.esn, seq):
-            drop[i] = D_AUTH_FAILED       # in file order: other ESN high bits, ICV fails
-            count_drop(ctr, gdrop, s, D_AUTH_FAILED)
+        reason = accept_in_order(rec, top, bitmap, s, np.uint64(ops[i, OP_SEQ]))
+        if reason:
+            drop[i] = reason
+            count_drop(ctr, gdrop, s, reason)
             continue
-        if r.integrity and r.window > 0:
-            if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
-                drop[i] = D_REPLAY        # a duplicate inside this batch
-                count_drop(ctr, gdrop, s, D_REPLAY)
-                continue
-        elif r.integrity and seq > top[s]:
-            top[s] = seq                  # no window, but ESN inference still needs the edge
         data = ops[i, OP_DATA_OFF]
         dlen = ops[i, OP_DATA_LEN]
         end = data + dlen
