@@ -40,6 +40,7 @@ from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock,
                                PyThread_release_lock, PyThread_type_lock, WAIT_LOCK)
 
 from engine._ipsecmb cimport *
+from engine._layout cimport *   # op-row columns, algorithm ids, drop values
 from engine._libcrypto cimport (CRYPTO_memcmp, MD5_CTX, MD5_Final, MD5_Init, MD5_Update,
                                 RAND_bytes, SHA256_CTX, SHA256_Final, SHA256_Init,
                                 SHA256_Update, SHA384_Final, SHA384_Init, SHA512_CTX,
@@ -94,41 +95,6 @@ cdef extern from *:
         uint8_t aad[16]
         uint8_t tag[64]
         uint8_t icv[64]
-
-cdef enum:
-    # engine/ops.py column numbers (checked by tests/test_ops_layout.py)
-    OP_SA = 0
-    OP_AUTH_OFF = 1
-    OP_AUTH_LEN = 2
-    OP_IV_OFF = 3
-    OP_DATA_OFF = 4
-    OP_DATA_LEN = 5
-    OP_ICV_OFF = 6
-    OP_SEQ = 7
-    OP_COLS = 8
-
-cdef enum:
-    # engine/algorithms.py Cipher / Auth ids
-    C_NULL = 0
-    C_AES_CBC = 1
-    C_DES3_CBC = 2
-    C_DES_CBC = 3
-    C_AES_CTR = 4
-    C_AES_GCM = 5
-    C_AES_GMAC = 6
-    C_CHACHA = 7
-    A_NONE = 0
-    A_MD5 = 1
-    A_SHA1 = 2
-    A_SHA256 = 3
-    A_SHA384 = 4
-    A_SHA512 = 5
-
-cdef enum:
-    # engine/drops.py values set here, engine/sa.py's ESP protocol number
-    DROP_AUTH_FAILED = 3
-    DROP_MALFORMED = 5
-    PROTO_ESP = 50
 
 # ---------------------------------------------------------------------------------------
 # The process's manager

@@ -1,6 +1,6 @@
-"""The op-list column numbers are written more than once (engine/ops.py for Numba, a cdef
-enum in engine/_crypto.pyx and engine/_mb.pyx for Cython); this test keeps them equal, and
-the same for the algorithm ids and drop reasons the .pyx files repeat."""
+"""The op-list column numbers are written twice (engine/ops.py for Numba, cdef enums in
+engine/_layout.pxd, cimported by _crypto.pyx and _mb.pyx); this test keeps them equal, and
+the same for the algorithm ids and drop reasons the .pxd repeats."""
 import re
 from pathlib import Path
 
@@ -13,9 +13,9 @@ from engine.drops import Drop
 ENGINE = Path(__file__).resolve().parent.parent / "engine"
 
 
-@pytest.fixture(params=["_crypto.pyx", "_mb.pyx"])
+@pytest.fixture(params=["_layout.pxd"])
 def enum_value(request):
-    """name -> value of a `cdef enum` member in one .pyx."""
+    """name -> value of a `cdef enum` member in the shared .pxd."""
     text = (ENGINE / request.param).read_text()
 
     def value(name: str) -> int:
