@@ -85,8 +85,14 @@ class ChildConfig:
     local_ts: tuple = ("0.0.0.0/0",)
     remote_ts: tuple = ("0.0.0.0/0",)
     replay_window: int = 64
+    # RFC 7296 2.8 leaves lifetimes local. Hard limits; the soft (rekey) point comes before
+    # them (ike/tasks). 0 = no limit. Junos defaults: 3600 s, no kilobyte limit.
+    lifetime_seconds: int = 3600
+    lifetime_kilobytes: int = 0
 
     def __post_init__(self):
+        if self.lifetime_seconds < 0 or self.lifetime_kilobytes < 0:
+            raise ValueError("lifetimes cannot be negative")
         object.__setattr__(self, "proposals", _proposals(self.proposals, Protocol.ESP))
         object.__setattr__(self, "local_ts", tuple(_ts(t) for t in self.local_ts))
         object.__setattr__(self, "remote_ts", tuple(_ts(t) for t in self.remote_ts))
@@ -106,7 +112,7 @@ class IKEConfig:
     `dpd_interval` 0 disables liveness checks (RFC 7296 2.4); `nat_keepalive` is the
     RFC 3948 4 keepalive period when we are behind a NAT (Junos `nat-keepalive`; 0: off)."""
     local_id: Identity
-    psk: bytes = field(repr=False)
+    psk: bytes = field(default=b"", repr=False)
     remote_id: Optional[Identity] = None
     proposals: tuple = ("aes128-sha256-modp2048",)
     children: tuple = (ChildConfig(),)
@@ -119,12 +125,22 @@ class IKEConfig:
     initial_contact: bool = True
     max_init_retries: int = 3          # COOKIE / INVALID_KE_PAYLOAD rounds (2.6, 1.2)
     nonce_len: int = 32
+    lifetime_seconds: int = 28800      # IKE SA (Junos default); 0 = no limit
+    # Certificate authentication (ike/certs.py Credentials); None = pre-shared key.
+    # auth_method: "psk", "rsa-signatures", "ecdsa-signatures-256", "ecdsa-signatures-384"
+    # (the Junos names of CONFIG.md).
+    credentials: Optional[object] = field(default=None, repr=False)
+    auth_method: str = "psk"
 
     def __post_init__(self):
         if isinstance(self.psk, str):
             object.__setattr__(self, "psk", self.psk.encode())
-        if not self.psk:
+        if self.auth_method == "psk" and not self.psk:
             raise ValueError("a pre-shared key is required")
+        if self.auth_method != "psk" and self.credentials is None:
+            raise ValueError(f"{self.auth_method} needs a certificate and private key")
+        if self.lifetime_seconds < 0:
+            raise ValueError("lifetimes cannot be negative")
         object.__setattr__(self, "proposals", _proposals(self.proposals, Protocol.IKE))
         object.__setattr__(self, "children", tuple(self.children))
         object.__setattr__(self, "remote_addrs", tuple(
