@@ -22,6 +22,10 @@ COMMON = dict(
 
 extensions = [
     Extension("engine._crypto", ["engine/_crypto.pyx"], **COMMON),
+    # batched TUN / UDP / raw-socket I/O; recvmmsg and sendmmsg need _GNU_SOURCE
+    Extension("engine._netio", ["engine/_netio.pyx"],
+              **dict(COMMON, libraries=[],
+                     define_macros=COMMON["define_macros"] + [("_GNU_SOURCE", "1")])),
 ]
 
 IPSEC_MB_HEADER = "/usr/include/intel-ipsec-mb.h"   # Debian: libipsec-mb-dev
