@@ -12,16 +12,22 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from .constants import IDType, Protocol
+from .dn import decode_name, dn_text, encode_dn
 from .payloads import IDPayload, Proposal, TrafficSelector
 from .proposals import parse_proposal
 
 #: Junos accepts at most four proposals per IKE/IPsec policy (CONFIG.md).
 MAX_PROPOSALS = 4
 
+#: auth_method -> the key kind it signs with (ike/certs.py key_kind); None: a PSK.
+AUTH_METHODS = {"psk": None, "rsa-signatures": "rsa", "ecdsa-signatures-256": "ecdsa-256",
+                "ecdsa-signatures-384": "ecdsa-384"}
+
 
 @dataclass(frozen=True)
 class Identity:
-    """An IKE identity (RFC 7296 3.5): inet / hostname / user-at-hostname / key-id."""
+    """An IKE identity (RFC 7296 3.5): inet / hostname / user-at-hostname / key-id /
+    distinguished-name."""
     id_type: int
     data: bytes
 
@@ -43,14 +49,43 @@ class Identity:
         return cls(IDType.KEY_ID, value)
 
     @classmethod
+    def distinguished_name(cls, text: str) -> "Identity":
+        """ID_DER_ASN1_DN from 'C=CH, O=pyspu, CN=gw1' (RDNs in DER order, as strongSwan
+        and Junos write them; ike/dn.py). ValueError names what does not parse."""
+        return cls(IDType.DER_ASN1_DN, encode_dn(text))
+
+    @classmethod
+    def from_certificate(cls, certificate) -> "Identity":
+        """ID_DER_ASN1_DN of a certificate's subject, byte for byte (Junos
+        `local-identity distinguished-name`). Takes an x509.Certificate or Credentials."""
+        cert = getattr(certificate, "certificate", certificate)
+        return cls(IDType.DER_ASN1_DN, cert.subject.public_bytes())
+
+    @classmethod
     def from_payload(cls, p: IDPayload) -> "Identity":
         return cls(p.id_type, p.data)
+
+    def matches(self, other: "Identity") -> bool:
+        """Equality, except that two DNs compare by content (string types ignored)."""
+        if self == other:
+            return True
+        if self.id_type == other.id_type == IDType.DER_ASN1_DN:
+            try:
+                return decode_name(self.data) == decode_name(other.data)
+            except ValueError:
+                return False
+        return False
 
     def __str__(self) -> str:
         if self.id_type in (IDType.IPV4_ADDR, IDType.IPV6_ADDR) and len(self.data) in (4, 16):
             return str(ipaddress.ip_address(self.data))
         if self.id_type in (IDType.FQDN, IDType.RFC822_ADDR):
             return self.data.decode("ascii", "replace")
+        if self.id_type == IDType.DER_ASN1_DN:
+            try:
+                return dn_text(decode_name(self.data))
+            except ValueError:
+                pass
         return f"{self.id_type}:{self.data.hex()}"
 
 
@@ -131,14 +166,32 @@ class IKEConfig:
     # (the Junos names of CONFIG.md).
     credentials: Optional[object] = field(default=None, repr=False)
     auth_method: str = "psk"
+    # RFC 7383: offer IKE fragmentation; fragments are at most `fragment_size` bytes as IP
+    # datagrams (charon's fragment_size default, 1280); incomplete sets expire.
+    fragmentation: bool = True
+    fragment_size: int = 1280
+    fragment_timeout: float = 30.0
+    # RFC 7427: announce SIGNATURE_HASH_ALGORITHMS and sign with method 14; False keeps
+    # the classic signature methods (1, 9-11) for peers that mishandle RFC 7427.
+    signature_hash_algorithms: bool = True
 
     def __post_init__(self):
         if isinstance(self.psk, str):
             object.__setattr__(self, "psk", self.psk.encode())
         if self.auth_method == "psk" and not self.psk:
             raise ValueError("a pre-shared key is required")
-        if self.auth_method != "psk" and self.credentials is None:
-            raise ValueError(f"{self.auth_method} needs a certificate and private key")
+        if self.auth_method not in AUTH_METHODS:
+            raise ValueError(f"authentication method {self.auth_method!r} is not one of "
+                             f"{', '.join(AUTH_METHODS)}")
+        if self.auth_method != "psk":
+            if self.credentials is None:
+                raise ValueError(f"{self.auth_method} needs a certificate and private key")
+            kind = self.credentials.kind
+            if kind != AUTH_METHODS[self.auth_method]:
+                raise ValueError(f"{self.auth_method} cannot use the {kind} key of "
+                                 f"{self.credentials.certificate.subject.rfc4514_string()}")
+        if not 576 <= self.fragment_size <= 65535:
+            raise ValueError("fragment_size must be 576..65535 bytes")
         if self.lifetime_seconds < 0:
             raise ValueError("lifetimes cannot be negative")
         object.__setattr__(self, "proposals", _proposals(self.proposals, Protocol.IKE))

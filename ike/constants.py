@@ -155,6 +155,10 @@ class AuthMethod(IntEnum):
     DIGITAL_SIGNATURE = 14
 
 
+#: RFC 7296 3.6 Cert Encoding: X.509 Certificate - Signature (the only one we use).
+CERT_X509_SIGNATURE = 4
+
+
 class TSType(IntEnum):
     """RFC 7296 3.13.1."""
     IPV4_ADDR_RANGE = 7

@@ -4,6 +4,7 @@ References, by function:
 - prf, prf_plus ........ RFC 7296 2.13 (HMAC PRFs: RFC 2104, RFC 4868)
 - derive_ike_keys ...... RFC 7296 2.14 (SKEYSEED and SK_d, SK_ai, SK_ar, SK_ei, SK_er, SK_pi, SK_pr)
 - derive_child_keys .... RFC 7296 2.17 (KEYMAT; the order of the four keys is fixed there)
+- derive_rekeyed_ike_keys  RFC 7296 2.18 (SKEYSEED from the old SK_d when the IKE SA is rekeyed)
 - CbcHmacProtector ..... RFC 7296 3.14 (SK payload with a block cipher and an HMAC ICV)
 - AeadProtector ........ RFC 5282 (AES-GCM in the SK payload), RFC 7634 (ChaCha20-Poly1305)
 - psk_auth ............. RFC 7296 2.15 (AUTH with a shared secret)
@@ -147,6 +148,36 @@ def derive_ike_keys(prf_id: int, encr: EncrSpec, integ: int | None, ni: bytes, n
     cut = [p, a, a, e, e, p, p]
     parts, pos = [], 0
     for n in cut:
+        parts.append(km[pos:pos + n])
+        pos += n
+    return IKEKeys(*parts)
+
+
+def rekey_skeyseed(old_prf: int, old_sk_d: bytes, g_ir: bytes, ni: bytes, nr: bytes) -> bytes:
+    """SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr) (2.18): the old IKE SA's PRF, since
+    the rekeying exchange belongs to it."""
+    return prf(old_prf, old_sk_d, g_ir + ni + nr)
+
+
+def derive_rekeyed_ike_keys(old_prf: int, old_sk_d: bytes, prf_id: int, encr: EncrSpec,
+                            integ: int | None, ni: bytes, nr: bytes, g_ir: bytes,
+                            spi_i: bytes, spi_r: bytes) -> IKEKeys:
+    """The new IKE SA's keys after a CREATE_CHILD_SA rekey (2.18): the same prf+ split as
+    2.14 with the new PRF, seeded by rekey_skeyseed(); Ni/Nr and SPIi/SPIr are those of the
+    rekeying exchange (its initiator's first)."""
+    return _split_ike_keys(prf_id, encr, integ,
+                           rekey_skeyseed(old_prf, old_sk_d, g_ir, ni, nr),
+                           ni + nr + spi_i + spi_r)
+
+
+def _split_ike_keys(prf_id: int, encr: EncrSpec, integ: int | None, seed_key: bytes,
+                    seed: bytes) -> IKEKeys:
+    p = prf_len(prf_id)
+    a = INTEG[integ].key_len if integ else 0
+    e = encr.keymat_len
+    km = prf_plus(prf_id, seed_key, seed, 3 * p + 2 * a + 2 * e)
+    parts, pos = [], 0
+    for n in (p, a, a, e, e, p, p):
         parts.append(km[pos:pos + n])
         pos += n
     return IKEKeys(*parts)

@@ -8,7 +8,9 @@ stateless cookies (2.6) once `cookie_threshold` half-open SAs exist:
     cookie = <version of secret> | SHA-256(Ni | IPi | SPIi | <secret>)
 
 Configs are chosen for a new peer by address (IKEConfig.remote_addrs), then by identity
-in IKE_AUTH. Events from every connection come out of next_event(); each names its IKE SA.
+in IKE_AUTH. A connection whose IKE SA is rekeyed is found under its new SPI (and under
+the old one until that SA's Delete is done: IKEConnection.local_spis). Events from every
+connection come out of next_event(); each names its IKE SA.
 """
 from __future__ import annotations
 
@@ -123,8 +125,6 @@ class IKEEndpoint:
             conn = self._by_spi.get(spi_i)
         if conn is not None:
             conn.receive_datagram(data, addr, now)
-            if not conn.initiator and conn.spi != _ZERO:
-                self._by_spi.setdefault(conn.spi, conn)
         self._collect()
 
     def _new_responder(self, ike: bytes, natt: bool, addr: tuple, spi_i: bytes,
@@ -191,6 +191,14 @@ class IKEEndpoint:
         for conn in self._all():
             while (event := conn.next_event()) is not None:
                 self._events.append(event)
+        # SPI routing follows IKE SA rekeys (RFC 7296 2.18): every SPI a connection still
+        # answers for (the new SA's, and the old one's until its Delete) routes to it
+        for conn in self._all():
+            for spi in conn.local_spis:
+                self._by_spi.setdefault(spi, conn)
+        for spi, conn in list(self._by_spi.items()):
+            if not conn.closed and spi not in conn.local_spis:
+                del self._by_spi[spi]
         for key, conn in list(self._by_init.items()):
             if conn.closed:
                 del self._by_init[key]

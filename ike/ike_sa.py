@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from engine.sa import SAConfig
 
-from .config import IKEConfig, Identity
+from .config import ChildConfig, IKEConfig, Identity
 from .crypto import IKEKeys, make_protector
 from .events import ChildSADeleted
 from .payloads import Proposal, TrafficSelector
@@ -45,6 +45,17 @@ class ChildSA:
     local_ts: TrafficSelector
     remote_ts: TrafficSelector
     proposal: str
+    # -- lifetimes and rekeying (2.8; ike/lifetimes.py, ike/tasks/create_child.py) --
+    config: Optional[ChildConfig] = field(default=None, repr=False)
+    pfs_group: int = 0
+    rekey_at: Optional[float] = None      # soft limit: start a rekey
+    expire_at: Optional[float] = None     # hard limit: delete
+    soft_bytes: int = 0                   # 0 = no byte limit
+    hard_bytes: int = 0
+    bytes_seen: int = 0                   # in + out, as the gateway last reported it
+    rekeying: bool = False                # our CREATE_CHILD_SA for it is queued or in flight
+    replaced: bool = False                # rekeyed: waiting for its Delete exchange
+    deleting: bool = False                # our Delete of it is queued or in flight
 
 
 @dataclass
@@ -75,6 +86,19 @@ class IKESA:
     events: deque = field(default_factory=deque)
     pending: list = field(default_factory=list)   # tasks a task wants run next (manager drains)
     close_reason: str = ""
+    # -- what the peer announced in IKE_SA_INIT (RFC 7383 2.3, RFC 7427 4) --
+    peer_fragmentation: bool = False
+    peer_sig_hashes: tuple = ()
+    # -- time, lifetime and rekeying (2.8, 2.18) --
+    now: float = 0.0               # the latest `now` the connection was given (tasks stamp
+                                   # lifetimes with it; nothing here reads a clock)
+    rekey_at: Optional[float] = None
+    expire_at: Optional[float] = None
+    rekeying: bool = False         # our IKE SA rekey is queued or in flight
+    retired: bool = False          # replaced by a rekeyed IKE SA; being deleted quietly
+    lifetime_set: bool = False     # rekey_at/expire_at stamped (ike/connection.py)
+    replaced_by: Optional["IKESA"] = field(default=None, repr=False)
+    spawned: list = field(default_factory=list, repr=False)  # new IKE SAs made by rekeys
     _protect_out: object = field(default=None, repr=False)
     _protect_in: object = field(default=None, repr=False)
 
@@ -124,6 +148,38 @@ class IKESA:
         self.emit(event)
         self.state = State.CLOSED
         self.close_reason = getattr(event, "reason", type(event).__name__)
+
+    def successor(self, initiator: bool, spi_i: bytes, spi_r: bytes, nonce_i: bytes,
+                  nonce_r: bytes, proposal: Proposal, alg: IKEAlgorithms,
+                  keys: IKEKeys) -> "IKESA":
+        """The IKE SA that replaces this one after a rekey (2.18): same peer, addresses,
+        NAT state and identities; new SPIs, nonces and keys; message IDs from 0 (a new
+        task manager). The rekey's initiator is the new SA's original initiator (2.2).
+        The events queue is shared, so the consumer sees one ordered stream."""
+        new = IKESA(self.configs, initiator, self.local_addr, self.remote_addr,
+                    self.random_bytes)
+        new.state = State.ESTABLISHED
+        new.config_index = self.config_index
+        new.spi_i, new.spi_r, new.nonce_i, new.nonce_r = spi_i, spi_r, nonce_i, nonce_r
+        new.proposal = proposal
+        new.nat_local, new.nat_remote = self.nat_local, self.nat_remote
+        new.local_port, new.floated = self.local_port, self.floated
+        new.remote_id = self.remote_id
+        new.events = self.events
+        new.now = self.now
+        new.set_keys(alg, keys)
+        self.spawned.append(new)
+        return new
+
+    def retire(self, successor: "IKESA") -> None:
+        """Hand the Child SAs to `successor`; from now on this SA only waits for its Delete
+        and says nothing to the consumer (its events go to a private queue)."""
+        successor.children.update(self.children)
+        self.children = {}
+        self.events = deque()
+        self.retired = True
+        self.rekeying = False
+        self.replaced_by = successor
 
     # -- keys ----------------------------------------------------------------------------------
     def set_keys(self, alg: IKEAlgorithms, keys: IKEKeys) -> None:

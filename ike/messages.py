@@ -18,7 +18,8 @@ from typing import Optional, Protocol as TypingProtocol, TypeVar
 from .constants import (GENERIC_HEADER_LEN, HEADER_LEN, IKEV2_VERSION, NON_ESP_MARKER, Flag,
                         Notify, PayloadType)
 from .errors import ParseError
-from .payloads import DECODERS, OPAQUE_TYPES, EncryptedPayload, NotifyPayload, OpaquePayload
+from .payloads import (DECODERS, OPAQUE_TYPES, EncryptedFragmentPayload, EncryptedPayload,
+                       NotifyPayload, OpaquePayload, ReassembledPayload)
 
 T = TypeVar("T")
 _HEADER = struct.Struct("!8s8sBBBBII")
@@ -118,14 +119,17 @@ def decode_chain(first: int, data: bytes, base: int = 0,
         if length < GENERIC_HEADER_LEN or pos + length > len(data):
             raise ParseError(f"payload type {nxt}: length {length} invalid")
         body = bytes(data[pos + GENERIC_HEADER_LEN:pos + length])
-        if nxt == PayloadType.SK:
+        if nxt in (PayloadType.SK, PayloadType.SKF):
             # 3.14: the Encrypted payload is the last one; its Next Payload field names the
-            # first payload inside it.
+            # first payload inside it. RFC 7383 2.5: so is an Encrypted Fragment payload.
             if not allow_sk:
                 raise ParseError("SK payload inside an SK payload")
             if pos + length != len(data):
                 raise ParseError("SK payload is not the last payload")
-            payloads.append(EncryptedPayload(following, body, base + pos))
+            if nxt == PayloadType.SK:
+                payloads.append(EncryptedPayload(following, body, base + pos))
+            else:
+                payloads.append(_fragment(following, body, base + pos))
             return payloads
         decoder = DECODERS.get(nxt)
         if decoder is not None:
@@ -143,6 +147,16 @@ def decode_chain(first: int, data: bytes, base: int = 0,
     return payloads
 
 
+def _fragment(following: int, body: bytes, offset: int) -> EncryptedFragmentPayload:
+    """RFC 7383 2.5: Fragment Number (1..Total) | Total Fragments | IV | ... | ICV."""
+    if len(body) < 4:
+        raise ParseError("SKF payload shorter than its fragment fields")
+    number, total = struct.unpack_from("!HH", body)
+    if not 1 <= number <= total:
+        raise ParseError(f"SKF fragment {number} of {total}")
+    return EncryptedFragmentPayload(following, body[4:], offset, number, total)
+
+
 def decode_message(data: bytes) -> Message:
     """Parse one IKEv2 message (without non-ESP marker). Raises only ParseError."""
     data = bytes(data)
@@ -157,8 +171,12 @@ def open_message(msg: Message, protector: SKProtector) -> Message:
     sk = msg.sk
     if sk is None:
         raise ParseError("message has no SK payload")
-    body_at = sk.offset + GENERIC_HEADER_LEN
-    plain = protector.open(msg.raw[:body_at], sk.body)
+    if isinstance(sk, ReassembledPayload):
+        plain = sk.plaintext          # authenticated fragment by fragment (RFC 7383 2.6)
+    elif isinstance(sk, EncryptedFragmentPayload):
+        raise ParseError("a single SKF fragment is opened by ike/fragments.py")
+    else:
+        plain = protector.open(msg.raw[:sk.offset + sk.header_len], sk.body)
     inner = decode_chain(sk.first_inner, plain, allow_sk=False)
     return Message(msg.spi_i, msg.spi_r, msg.exchange, msg.message_id, msg.flags, inner,
                    msg.raw, msg.first_payload, msg.source)

@@ -417,8 +417,46 @@ class CPPayload:
 
 
 @dataclass(frozen=True)
+class CertPayload:
+    """RFC 7296 3.6: one certificate. We send and use encoding 4 (X.509 Certificate -
+    Signature, DER); others are carried and ignored."""
+    ptype: ClassVar[int] = PayloadType.CERT
+    encoding: int
+    data: bytes = field(repr=False)
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.data
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> "CertPayload":
+        _need(data, 1, "CERT payload")
+        return cls(data[0], bytes(data[1:]))
+
+
+@dataclass(frozen=True)
+class CertReqPayload:
+    """RFC 7296 3.7: for encoding 4, `authorities` is a concatenation of 20-byte SHA-1
+    hashes of trusted CAs' SubjectPublicKeyInfo."""
+    ptype: ClassVar[int] = PayloadType.CERTREQ
+    encoding: int
+    authorities: bytes = b""
+
+    def encode_body(self) -> bytes:
+        return bytes([self.encoding]) + self.authorities
+
+    @classmethod
+    def decode_body(cls, data: bytes) -> "CertReqPayload":
+        _need(data, 1, "CERTREQ payload")
+        return cls(data[0], bytes(data[1:]))
+
+    def hashes(self) -> list[bytes]:
+        a = self.authorities
+        return [a[i:i + 20] for i in range(0, len(a) - 19, 20)]
+
+
+@dataclass(frozen=True)
 class OpaquePayload:
-    """A payload type we know but do not interpret here (CERT, CERTREQ, EAP, SKF)."""
+    """A payload type we know but do not interpret here (EAP)."""
     ptype: int
     body: bytes
 
@@ -435,11 +473,30 @@ class EncryptedPayload:
     first_inner: int
     body: bytes = field(repr=False)
     offset: int = 0
+    header_len: ClassVar[int] = 4       # bytes between `offset` and the IV
+
+
+@dataclass(frozen=True)
+class EncryptedFragmentPayload(EncryptedPayload):
+    """RFC 7383 2.5: the SKF payload, one fragment of an SK payload. Its Next Payload
+    field is the first inner payload's type in fragment 1 and 0 in the others; the
+    Fragment Number and Total Fragments fields are covered by the ICV / AEAD."""
+    ptype: ClassVar[int] = PayloadType.SKF
+    number: int = 1
+    total: int = 1
+    header_len: ClassVar[int] = 8
+
+
+@dataclass(frozen=True)
+class ReassembledPayload(EncryptedPayload):
+    """The plaintext of a reassembled SKF set (RFC 7383 2.6): each fragment was
+    authenticated on arrival, so ike/messages.py open_message only parses it."""
+    plaintext: bytes = field(default=b"", repr=False)
 
 
 Payload = Union[SAPayload, KEPayload, NoncePayload, IDPayload, AuthPayload, VendorPayload,
-                NotifyPayload, DeletePayload, TSPayload, CPPayload, OpaquePayload,
-                EncryptedPayload]
+                NotifyPayload, DeletePayload, TSPayload, CPPayload, CertPayload,
+                CertReqPayload, OpaquePayload, EncryptedPayload]
 
 #: Decoders by payload type. SK is handled by ike/messages.py itself.
 DECODERS = {
@@ -455,5 +512,7 @@ DECODERS = {
     PayloadType.TSi: TSiPayload.decode_body,
     PayloadType.TSr: TSrPayload.decode_body,
     PayloadType.CP: CPPayload.decode_body,
+    PayloadType.CERT: CertPayload.decode_body,
+    PayloadType.CERTREQ: CertReqPayload.decode_body,
 }
-OPAQUE_TYPES = (PayloadType.CERT, PayloadType.CERTREQ, PayloadType.EAP, PayloadType.SKF)
+OPAQUE_TYPES = (PayloadType.EAP,)

@@ -18,7 +18,8 @@ from ike.constants import (AuthMethod, Encr, Exchange, Flag, IDType, Integ, Noti
 from ike.crypto import AeadProtector, CbcHmacProtector, ike_encr_spec
 from ike.errors import IntegrityError, ParseError
 from ike.messages import Message, decode_chain, decode_message, encode_message, open_message
-from ike.payloads import (AuthPayload, CPPayload, DeletePayload, IDiPayload, IDrPayload,
+from ike.payloads import (AuthPayload, CertPayload, CertReqPayload, CPPayload, DeletePayload,
+                          IDiPayload, IDrPayload,
                           KEPayload, NoncePayload, NotifyPayload, OpaquePayload, Proposal,
                           SAPayload, TrafficSelector, Transform, TSiPayload, TSrPayload,
                           VendorPayload)
@@ -45,7 +46,8 @@ def every_payload() -> list:
             DeletePayload(Protocol.IKE), VendorPayload(b"pyspu"),
             TSiPayload((TS4, TS6)), TSrPayload((TS6,)),
             CPPayload(1, ((1, b""), (3, b"\x08\x08\x08\x08"))),
-            OpaquePayload(PayloadType.CERTREQ, b"\x04" + bytes(20))]
+            CertReqPayload(4, bytes(20)), CertPayload(4, b"0\x82der"),
+            OpaquePayload(PayloadType.EAP, b"\x01\x02\x00\x04")]
 
 
 def sample(payloads=None, exchange=Exchange.IKE_SA_INIT, flags=Flag.INITIATOR) -> Message:

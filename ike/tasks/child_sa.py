@@ -1,5 +1,5 @@
-"""Child SA negotiation pieces shared by the exchanges that create one (IKE_AUTH now,
-CREATE_CHILD_SA later): the SA/TS payloads, the responder's choice, the keys (RFC 7296
+"""Child SA negotiation pieces shared by the exchanges that create one (IKE_AUTH and
+CREATE_CHILD_SA): the SA/TS payloads, the responder's choice, the keys (RFC 7296
 2.17) and the two engine SAConfigs.
 
 Direction of the keys: KEYMAT's first half (encr_i, integ_i) protects traffic from the
@@ -17,7 +17,8 @@ from engine.sa import MODE_TUNNEL, PROTO_ESP, SAConfig
 from ..config import ChildConfig
 from ..constants import Notify, Protocol
 from ..crypto import ChildKeys, derive_child_keys
-from ..events import ChildSAEstablished
+from ..events import ChildSAEstablished, ChildSARekeyed
+from ..lifetimes import byte_limits, times
 from ..ike_sa import IKESA, ChildSA
 from ..messages import Message
 from ..payloads import Proposal, SAPayload, TrafficSelector, TSiPayload, TSrPayload
@@ -51,16 +52,19 @@ class ChildRefused(Exception):
         self.notify = notify
 
 
-def choose(children, msg: Message) -> ChildChoice:
+def choose(children, msg: Message, drop_dh: bool = True,
+           prefer_dh: Optional[int] = None) -> ChildChoice:
     """Responder: the first Child SA config whose proposals and selectors fit the request
-    (2.9 narrowing; DH transforms ignored in IKE_AUTH, 1.2). Raises ChildRefused."""
+    (2.9 narrowing; DH transforms ignored in IKE_AUTH, 1.2, and matched in
+    CREATE_CHILD_SA with drop_dh=False). Raises ChildRefused."""
     sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSiPayload), msg.get(TSrPayload)
     if sa_p is None or tsi is None or tsr is None:
         raise ChildRefused(Notify.INVALID_SYNTAX)
     theirs = [p for p in sa_p.proposals if p.protocol == Protocol.ESP and len(p.spi) == 4]
     refusal = Notify.NO_PROPOSAL_CHOSEN
     for child in children:
-        chosen = select_proposal(child.proposals, theirs, drop_dh=True)
+        chosen = select_proposal(child.proposals, theirs, drop_dh=drop_dh,
+                                 prefer_dh=prefer_dh)
         if chosen is None:
             continue
         try:
@@ -104,19 +108,35 @@ def _sa_configs(sa: IKESA, alg: ESPAlgorithms, keys: ChildKeys, exchange_initiat
 
 def establish(sa: IKESA, child: ChildConfig, proposal: Proposal, spi_in: bytes, spi_out: bytes,
               local_ts: TrafficSelector, remote_ts: TrafficSelector, exchange_initiator: bool,
-              nonce_i: bytes, nonce_r: bytes, g_ir_new: bytes = b"") -> ChildSA:
-    """Derive the keys (2.17), build the engine SAConfigs, record the Child SA and emit
-    ChildSAEstablished."""
+              nonce_i: bytes, nonce_r: bytes, g_ir_new: bytes = b"", *,
+              replaces: Optional[ChildSA] = None, pfs_group: int = 0,
+              announce: bool = True) -> ChildSA:
+    """Derive the keys (2.17), build the engine SAConfigs, record the Child SA with its
+    lifetimes (2.8) and emit ChildSAEstablished, or ChildSARekeyed when it `replaces` an
+    old one (CREATE_CHILD_SA). announce=False records it without an event (the redundant
+    SA of a rekey collision, 2.8.1, deleted at once)."""
     alg = esp_algorithms(proposal)
     keys = derive_child_keys(sa.alg.prf, sa.keys.sk_d, nonce_i, nonce_r, alg.enc_key_len,
                              alg.auth_key_len, g_ir_new)
     inbound, outbound = _sa_configs(sa, alg, keys, exchange_initiator, spi_in, spi_out,
                                     local_ts, remote_ts, child.replay_window)
     record = ChildSA(child.name, spi_in, spi_out, inbound, outbound, local_ts, remote_ts,
-                     describe(proposal))
+                     describe(proposal), child, pfs_group)
+    record.rekey_at, record.expire_at = times(sa.now, child.lifetime_seconds, sa.random_bytes)
+    record.soft_bytes, record.hard_bytes = byte_limits(child.lifetime_kilobytes,
+                                                       sa.random_bytes)
     sa.children[spi_in] = record
-    sa.emit(ChildSAEstablished(sa.our_spi, child.name, inbound.spi, outbound.spi, inbound,
-                               outbound, local_ts, remote_ts, record.proposal))
+    if not announce:
+        return record
+    if replaces is None:
+        sa.emit(ChildSAEstablished(sa.our_spi, child.name, inbound.spi, outbound.spi, inbound,
+                                   outbound, local_ts, remote_ts, record.proposal))
+    else:
+        sa.emit(ChildSARekeyed(sa.our_spi, child.name, inbound.spi, outbound.spi, inbound,
+                               outbound, local_ts, remote_ts, record.proposal,
+                               int.from_bytes(replaces.spi_in, "big"),
+                               int.from_bytes(replaces.spi_out, "big"), pfs_group,
+                               outbound_ready=exchange_initiator))
     return record
 
 

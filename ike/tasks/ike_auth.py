@@ -1,32 +1,34 @@
-"""IKE_AUTH (RFC 7296 1.2, 2.15) with pre-shared keys, and the first Child SA.
+"""IKE_AUTH (RFC 7296 1.2, 2.15) with pre-shared keys or certificates, and the first
+Child SA.
 
     Initiator                                   Responder
-    HDR, SK {IDi, [N(INITIAL_CONTACT),] [IDr,]
+    HDR, SK {IDi, [CERT+,] [CERTREQ,] [N(INITIAL_CONTACT),] [IDr,]
              AUTH, SAi2, TSi, TSr}        -->
-                                          <--   HDR, SK {IDr, AUTH, SAr2, TSi, TSr}
-                                          or    HDR, SK {IDr, AUTH, N(child error)}
+                                          <--   HDR, SK {IDr, [CERT+,] AUTH, SAr2, TSi, TSr}
+                                          or    HDR, SK {IDr, [CERT+,] AUTH, N(child error)}
                                           or    HDR, SK {N(AUTHENTICATION_FAILED)}
 
-AUTH = prf(prf(PSK, "Key Pad for IKEv2"), RealMessage | Nonce | prf(SK_p, ID body)) (2.15).
+AUTH = prf(prf(PSK, "Key Pad for IKEv2"), RealMessage | Nonce | prf(SK_p, ID body)) (2.15),
+or a signature over the same octets; ike/peer_auth.py builds and checks both.
 A failed authentication on the responder is answered with AUTHENTICATION_FAILED; on the
 initiator it is reported in a separate INFORMATIONAL (2.21.2). A refused Child SA leaves
 the IKE SA up (2.21.3).
 """
 from __future__ import annotations
 
-import hmac
+import logging
 from typing import Optional
 
 from ..config import ChildConfig, IKEConfig, Identity
-from ..constants import AuthMethod, Exchange, Notify, Protocol, notify_name
-from ..crypto import psk_auth, signed_octets
+from ..constants import Exchange, Notify, Protocol, notify_name
 from ..errors import ParseError, ProtocolError
 from ..events import (AuthenticationFailed, ChildSAFailed, IKESADeleted, IKESAEstablished,
                       NoProposalChosen)
 from ..ike_sa import IKESA, State
 from ..messages import Message
-from ..payloads import (AuthPayload, IDiPayload, IDPayload, IDrPayload, NotifyPayload,
-                        Proposal, SAPayload, TSiPayload, TSrPayload)
+from ..payloads import (AuthPayload, IDiPayload, IDrPayload, NotifyPayload, Proposal,
+                        SAPayload, TSiPayload, TSrPayload)
+from ..peer_auth import certreq, our_auth, peer_auth_error
 from ..proposals import accept_selected, describe, esp_algorithms
 from ..ts import accept_narrowed, compatible
 from .base import Status, Task
@@ -34,16 +36,14 @@ from .child_sa import CHILD_ERRORS, ChildChoice, ChildRefused, choose, establish
 from .informational import DeleteChild, NotifyError
 
 
-def _auth_data(sa: IKESA, cfg: IKEConfig, local: bool, id_payload: IDPayload) -> bytes:
-    """The AUTH value for our side (local=True) or the one expected from the peer."""
-    if local:
-        message, nonce, sk_p = (sa.init_request if sa.initiator else sa.init_response,
-                                sa.nonce_remote, sa.sk_p_local)
-    else:
-        message, nonce, sk_p = (sa.init_response if sa.initiator else sa.init_request,
-                                sa.nonce_local, sa.sk_p_remote)
-    octets = signed_octets(sa.alg.prf, message, nonce, sk_p, id_payload.auth_body())
-    return psk_auth(sa.alg.prf, cfg.psk, octets)
+log = logging.getLogger("ike.auth")
+
+
+def _log_failure(sa: IKESA, who, reason: str) -> str:
+    """Log why; returns the reason the AuthenticationFailed event carries."""
+    log.warning("IKE SA %s: authentication of %s from %s failed: %s", sa.our_spi.hex(),
+                who, sa.remote_addr[0] if sa.remote_addr else "?", reason)
+    return f"{reason} (peer {who})" if who is not None else reason
 
 
 def _established(sa: IKESA) -> None:
@@ -54,6 +54,8 @@ def _established(sa: IKESA) -> None:
 
 
 def _child_refused(sa: IKESA, name: str, notify: int, by_peer: bool) -> None:
+    log.warning("IKE SA %s: Child SA %s %s: %s", sa.our_spi.hex(), name or "(first)",
+                "refused by the peer" if by_peer else "refused", notify_name(notify))
     if notify == Notify.NO_PROPOSAL_CHOSEN:
         sa.emit(NoProposalChosen(sa.our_spi, True, by_peer, name))
     else:
@@ -76,14 +78,16 @@ class IkeAuthInitiator(Task):
             msg.payloads.append(NotifyPayload(Notify.INITIAL_CONTACT))
         if cfg.remote_id is not None:
             msg.payloads.append(IDrPayload(cfg.remote_id.id_type, cfg.remote_id.data))
-        msg.payloads.append(AuthPayload(AuthMethod.SHARED_KEY_MIC,
-                                        _auth_data(sa, cfg, True, idi)))
+        auth = our_auth(sa, cfg, idi)          # [CERT...,] AUTH
+        msg.payloads[1:1] = auth[:-1] + certreq(cfg)
+        msg.payloads.append(auth[-1])
         if self.child is not None:
             self.spi_in = sa.new_spi(4)
             msg.payloads += request_payloads(self.child, self.spi_in)
         return Status.SUCCESS
 
-    def _auth_failed(self, reason: str) -> Status:
+    def _auth_failed(self, reason: str, who=None) -> Status:
+        reason = _log_failure(self.sa, who or self.sa.config.remote_id, reason)
         self.sa.terminate(AuthenticationFailed(self.sa.our_spi, reason, False))
         self.followup = NotifyError(self.sa, Notify.AUTHENTICATION_FAILED)
         return Status.FAILED
@@ -91,6 +95,8 @@ class IkeAuthInitiator(Task):
     def process(self, msg: Message) -> Status:
         sa, cfg = self.sa, self.sa.config
         if msg.notify(Notify.AUTHENTICATION_FAILED) is not None:
+            log.warning("IKE SA %s: the peer refused our authentication "
+                        "(AUTHENTICATION_FAILED)", sa.our_spi.hex())
             sa.terminate(AuthenticationFailed(sa.our_spi, "peer sent AUTHENTICATION_FAILED",
                                               True))
             return Status.FAILED
@@ -104,12 +110,12 @@ class IkeAuthInitiator(Task):
                 True))
             return Status.FAILED
         remote = Identity.from_payload(idr)
-        if cfg.remote_id is not None and remote != cfg.remote_id:
-            return self._auth_failed(f"peer identity {remote} is not {cfg.remote_id}")
-        if auth.method != AuthMethod.SHARED_KEY_MIC:
-            return self._auth_failed(f"peer uses AUTH method {auth.method}, not PSK")
-        if not hmac.compare_digest(auth.data, _auth_data(sa, cfg, False, idr)):
-            return self._auth_failed("AUTH payload of the peer does not verify")
+        if cfg.remote_id is not None and not cfg.remote_id.matches(remote):
+            return self._auth_failed(f"identity-mismatch: peer identity {remote} is not "
+                                     f"{cfg.remote_id}", remote)
+        error = peer_auth_error(sa, cfg, idr, msg)
+        if error is not None:
+            return self._auth_failed(error, remote)
         sa.remote_id = remote
         _established(sa)
         if self.child is not None:
@@ -161,7 +167,8 @@ class IkeAuthResponder(Task):
         self.choice: Optional[ChildChoice] = None
         self.child_error = 0
 
-    def _fail(self, reason: str):
+    def _fail(self, reason: str, who=None):
+        reason = _log_failure(self.sa, who, reason)
         self.sa.terminate(AuthenticationFailed(self.sa.our_spi, reason, False))
         return ProtocolError(Notify.AUTHENTICATION_FAILED, reason)
 
@@ -174,21 +181,24 @@ class IkeAuthResponder(Task):
         idr = msg.get(IDrPayload)
         wanted = Identity.from_payload(idr) if idr is not None else None
         candidates = [i for i, c in enumerate(sa.configs)
-                      if (c.remote_id is None or c.remote_id == remote)
+                      if (c.remote_id is None or c.remote_id.matches(remote))
                       and accept_selected(c.proposals, sa.proposal)]
         # An IDr naming one of our identities picks among them (3.5).
-        if wanted is not None and any(sa.configs[i].local_id == wanted for i in candidates):
-            candidates = [i for i in candidates if sa.configs[i].local_id == wanted]
+        if wanted is not None and any(sa.configs[i].local_id.matches(wanted)
+                                      for i in candidates):
+            candidates = [i for i in candidates if sa.configs[i].local_id.matches(wanted)]
         if not candidates:
-            raise self._fail(f"no configuration for peer identity {remote}")
-        if auth.method != AuthMethod.SHARED_KEY_MIC:
-            raise self._fail(f"AUTH method {auth.method} is not PSK")
+            raise self._fail(f"identity-mismatch: no configuration for peer identity {remote}",
+                             remote)
+        errors = []
         for i in candidates:
-            if hmac.compare_digest(auth.data, _auth_data(sa, sa.configs[i], False, idi)):
+            error = peer_auth_error(sa, sa.configs[i], idi, msg)
+            if error is None:
                 sa.config_index = i
                 break
+            errors.append(error)
         else:
-            raise self._fail(f"AUTH of {remote} does not verify")
+            raise self._fail(errors[0], remote)
         sa.remote_id = remote
         _established(sa)
         if msg.get(SAPayload) is not None or msg.get(TSiPayload) is not None:
@@ -202,8 +212,7 @@ class IkeAuthResponder(Task):
     def build(self, msg: Message) -> Status:
         sa, cfg = self.sa, self.sa.config
         idr = IDrPayload(cfg.local_id.id_type, cfg.local_id.data)
-        msg.payloads += [idr, AuthPayload(AuthMethod.SHARED_KEY_MIC,
-                                          _auth_data(sa, cfg, True, idr))]
+        msg.payloads += [idr] + our_auth(sa, cfg, idr)
         if self.choice is not None:
             c = self.choice
             spi_in = sa.new_spi(4)

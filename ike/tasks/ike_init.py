@@ -14,6 +14,7 @@ either means a NAT, and the initiator then moves to port 4500 for everything aft
 from __future__ import annotations
 
 import ipaddress
+import logging
 import struct
 
 from ..constants import Exchange, Notify, Protocol, notify_name
@@ -23,9 +24,13 @@ from ..errors import ParseError, ProtocolError
 from ..events import IKESADeleted, NoProposalChosen
 from ..ike_sa import IKESA, State
 from ..messages import Message
-from ..payloads import KEPayload, NoncePayload, NotifyPayload, SAPayload
+from ..auth import decode_hashes, encode_hashes
+from ..constants import CERT_X509_SIGNATURE
+from ..payloads import CertReqPayload, KEPayload, NoncePayload, NotifyPayload, SAPayload
 from ..proposals import accept_selected, dh_groups, ike_algorithms, numbered, select_proposal
 from .base import Status, Task
+
+log = logging.getLogger("ike.init")
 
 
 def _packed(host: str) -> bytes:
@@ -58,6 +63,35 @@ def detect_nat(sa: IKESA, msg: Message, spi_r: bytes) -> bool:
     sa.nat_remote = seen_src not in sources
     sa.nat_local = seen_dst not in dest
     return True
+
+
+def capability_notifies(sa: IKESA, reply: bool) -> list:
+    """IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383 2.3) and SIGNATURE_HASH_ALGORITHMS
+    (RFC 7427 4). A responder (reply=True) answers only what the initiator announced."""
+    out = []
+    if sa.config.fragmentation and (not reply or sa.peer_fragmentation):
+        out.append(NotifyPayload(Notify.IKEV2_FRAGMENTATION_SUPPORTED))
+    if sa.config.signature_hash_algorithms and (not reply or sa.peer_sig_hashes):
+        out.append(NotifyPayload(Notify.SIGNATURE_HASH_ALGORITHMS, encode_hashes()))
+    return out
+
+
+def note_capabilities(sa: IKESA, msg: Message) -> None:
+    """Remember what the peer announced; fragmentation is used only if both offer it."""
+    sa.peer_fragmentation = sa.config.fragmentation and \
+        msg.notify(Notify.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    hashes = msg.notify(Notify.SIGNATURE_HASH_ALGORITHMS)
+    sa.peer_sig_hashes = decode_hashes(hashes.data) \
+        if hashes is not None and sa.config.signature_hash_algorithms else ()
+
+
+def certreq(sa: IKESA) -> list:
+    """CERTREQ naming every CA a candidate config trusts (RFC 7296 3.7), if any uses
+    certificates; strongSwan sends its certificate only when asked."""
+    hashes = b"".join(c.credentials.certreq() for c in sa.configs
+                      if c.credentials is not None)
+    unique = b"".join(dict.fromkeys(hashes[i:i + 20] for i in range(0, len(hashes), 20)))
+    return [CertReqPayload(CERT_X509_SIGNATURE, unique)] if unique else []
 
 
 def _derive(sa: IKESA, proposal, g_ir: bytes) -> None:
@@ -99,6 +133,7 @@ class IkeInitInitiator(Task):
                          NoncePayload(sa.nonce_i)]
         msg.payloads += nat_notifies(sa.spi_i, bytes(8), (sa.local_addr[0], sa.local_port),
                                      sa.remote_addr)
+        msg.payloads += capability_notifies(sa, False)
         return Status.SUCCESS
 
     def _retry(self) -> Status:
@@ -129,6 +164,8 @@ class IkeInitInitiator(Task):
             return self._retry()
         errors = msg.error_notifies()
         if errors:
+            log.warning("IKE_SA_INIT to %s refused: %s", sa.remote_addr[0],
+                        notify_name(errors[0].notify_type))
             if errors[0].notify_type == Notify.NO_PROPOSAL_CHOSEN:
                 sa.terminate(NoProposalChosen(sa.our_spi, False, True))
             else:
@@ -147,6 +184,7 @@ class IkeInitInitiator(Task):
             raise ParseError("IKE_SA_INIT response KE group differs from the proposal")
         g_ir = self.dh.shared_secret(ke.data)
         sa.spi_r, sa.nonce_r, sa.init_response = msg.spi_r, nonce.data, msg.raw
+        note_capabilities(sa, msg)
         _derive(sa, chosen, g_ir)
         if detect_nat(sa, msg, msg.spi_r) and sa.nat:
             # 2.23: the initiator moves to the NAT-T port for IKE_AUTH and after.
@@ -178,6 +216,8 @@ class IkeInitResponder(Task):
         ours = list(dict.fromkeys(p for cfg in sa.configs for p in cfg.proposals))
         chosen = select_proposal(ours, theirs, prefer_dh=ke.group)
         if chosen is None:
+            log.warning("IKE_SA_INIT from %s: no IKE proposal acceptable (%d offered)",
+                        msg.source[0] if msg.source else "?", len(theirs))
             sa.terminate(NoProposalChosen(sa.our_spi, False, False))
             raise ProtocolError(Notify.NO_PROPOSAL_CHOSEN)
         alg = ike_algorithms(chosen)
@@ -192,6 +232,7 @@ class IkeInitResponder(Task):
         self.chosen = chosen
         _derive(sa, chosen, g_ir)
         self.nat_t = detect_nat(sa, msg, bytes(8))
+        note_capabilities(sa, msg)
         return Status.SUCCESS
 
     def build(self, msg: Message) -> Status:
@@ -202,5 +243,6 @@ class IkeInitResponder(Task):
         if self.nat_t:
             msg.payloads += nat_notifies(sa.spi_i, sa.spi_r, (sa.local_addr[0], sa.local_port),
                                          sa.remote_addr)
+        msg.payloads += capability_notifies(sa, True) + certreq(sa)
         return Status.SUCCESS
 

@@ -24,9 +24,11 @@ from ..constants import NON_ESP_MARKER, Exchange, Flag, Notify
 from ..errors import IntegrityError, ParseError, ProtocolError
 from ..events import IKESADeleted, PeerDead
 from ..ike_sa import IKESA, State
-from ..messages import Message, encode_message, open_message
-from ..payloads import NotifyPayload
+from ..fragments import Reassembler, defragment, encode_datagrams
+from ..messages import Message, open_message
+from ..payloads import EncryptedFragmentPayload, NotifyPayload
 from .base import Status, Task
+from .informational import DeleteIKE
 
 Datagram = tuple   # (bytes, (host, port))
 _KNOWN = tuple(Exchange)
@@ -39,13 +41,15 @@ class TaskManager:
         self.queue: deque[Task] = deque()
         self.outbox: list[Datagram] = []
         self.active: Optional[Task] = None
-        self._request: Optional[Datagram] = None      # framed request in flight
+        self._request: Optional[list] = None          # framed request (fragments) in flight
         self._msgid_out = 0                           # ID of our next/current request
         self._msgid_in = 0                            # ID we expect on the peer's next request
-        self._cached: Optional[Datagram] = None       # our response to request _msgid_in - 1
+        self._cached: Optional[list] = None           # our response to request _msgid_in - 1
         self._tries = 0
         self._deadline: Optional[float] = None
         self.last_heard: Optional[float] = None       # last authentic message from the peer
+        # RFC 7383: one request and one response may be arriving in fragments
+        self._fragments = Reassembler(timeout=sa.config.fragment_timeout)
 
     # -- our requests --------------------------------------------------------------------------
     @property
@@ -61,8 +65,26 @@ class TaskManager:
             self.queue.extend(self.sa.pending)
             self.sa.pending.clear()
         while self.active is None and self.queue and self.sa.state != State.CLOSED:
-            self.active = self.queue.popleft()
+            task = self.queue.popleft()
+            if self.sa.retired and not isinstance(task, DeleteIKE):
+                # replaced by a rekeyed IKE SA (2.18): only its Delete goes out on it;
+                # ike/connection.py moves the rest to the new SA
+                self.queue.appendleft(task)
+                return
+            obsolete = getattr(task, "obsolete", None)
+            if obsolete is not None and obsolete():
+                continue            # e.g. a rekey of a Child SA that is gone meanwhile
+            self.active = task
             self._send_request(now)
+
+    def take_queue(self) -> list[Task]:
+        """The queued requests other than deletes of this SA (for the IKE SA that replaces
+        it, 2.18)."""
+        keep, moved = deque(), []
+        for task in list(self.queue) + self.sa.pending:
+            (keep if isinstance(task, DeleteIKE) else moved).append(task)
+        self.queue, self.sa.pending = keep, []
+        return moved
 
     def _send_request(self, now: float) -> None:
         task, sa = self.active, self.sa
@@ -70,14 +92,23 @@ class TaskManager:
         msg = Message(sa.spi_i, sa.spi_r, task.exchange, self._msgid_out, flags)
         task.build(msg)
         protect = None if task.exchange == Exchange.IKE_SA_INIT else sa.protect_out
-        data = encode_message(msg, protect)
+        datas = self._encode(msg, protect, sa.floated)
         if task.exchange == Exchange.IKE_SA_INIT:
-            sa.init_request = data
-        framed = NON_ESP_MARKER + data if sa.floated else data
-        self._request = (framed, sa.remote_addr)
-        self.outbox.append(self._request)
+            sa.init_request = datas[0]
+        # a list: all fragments of a request go out, and are retransmitted, together
+        self._request = [(NON_ESP_MARKER + d if sa.floated else d, sa.remote_addr)
+                         for d in datas]
+        self.outbox += self._request
         self._tries = 0
         self._deadline = now + sa.config.retransmit.delay(0)
+
+    def _encode(self, msg: Message, protect, natt: bool) -> list[bytes]:
+        """One message, or its RFC 7383 fragments once both sides announced support."""
+        sa = self.sa
+        return encode_datagrams(msg, protect, natt=natt,
+                                fragment=sa.peer_fragmentation and sa.config.fragmentation,
+                                fragment_size=sa.config.fragment_size,
+                                remote_host=sa.remote_addr[0] if sa.remote_addr else None)
 
     def _finish_request(self, now: float) -> None:
         self.active = None
@@ -107,7 +138,7 @@ class TaskManager:
             self.sa.terminate(PeerDead(self.sa.our_spi, exchange))
             return
         self._tries += 1
-        self.outbox.append(self._request)
+        self.outbox += self._request
         self._deadline = now + policy.delay(self._tries)
 
     # -- incoming ----------------------------------------------------------------------------
@@ -115,11 +146,30 @@ class TaskManager:
         if self.sa.state == State.CLOSED:
             return
         msg.source = addr
+        if isinstance(msg.sk, EncryptedFragmentPayload):
+            msg = self._defragment(msg, now)
+            if msg is None:
+                return
         if msg.is_response:
             self._on_response(msg, addr, natt, now)
         else:
             self._on_request(msg, addr, natt, now)
         self.initiate(now)
+
+    def _defragment(self, msg: Message, now: float) -> Optional[Message]:
+        """RFC 7383 2.6: keep authentic fragments of the response we wait for or of the
+        next request; the whole message once complete. Fragment 1 of the previous
+        request passes as is: it alone makes us resend the cached response (2.6.2)."""
+        self._fragments.expire(now)
+        if msg.is_response:
+            if self.active is None or msg.message_id != self._msgid_out \
+                    or msg.exchange != self.active.exchange:
+                return None
+        elif msg.message_id != self._msgid_in:
+            previous = self._cached is not None and \
+                msg.message_id == (self._msgid_in - 1) & 0xFFFFFFFF
+            return msg if previous and msg.sk.number == 1 else None
+        return defragment(self._fragments, self.sa.protect_in, msg, now)
 
     def _authentic(self, addr, natt: bool, now: float) -> None:
         """An authenticated message arrived: note the time (DPD) and, behind a NAT, follow
@@ -180,7 +230,7 @@ class TaskManager:
     def _on_request(self, msg: Message, addr, natt: bool, now: float) -> None:
         sa = self.sa
         if self._cached is not None and msg.message_id == (self._msgid_in - 1) & 0xFFFFFFFF:
-            self.outbox.append((self._cached[0], addr))     # retransmission (2.1)
+            self.outbox += [(d, addr) for d, _ in self._cached]   # retransmission (2.1)
             return
         if msg.message_id != self._msgid_in:
             return
@@ -205,13 +255,12 @@ class TaskManager:
         flags = Flag.RESPONSE | (Flag.INITIATOR if sa.initiator else 0)
         response = Message(sa.spi_i, sa.spi_r, msg.exchange, msg.message_id, flags)
         status, refusal = self._run_responder(task, msg, response, refusal)
-        data = encode_message(response, sa.protect_out if protected else None)
+        datas = self._encode(response, sa.protect_out if protected else None, natt)
         if msg.exchange == Exchange.IKE_SA_INIT and refusal is None:
-            sa.init_response = data
+            sa.init_response = datas[0]
             self.last_heard = now
-        framed = NON_ESP_MARKER + data if natt else data
-        self.outbox.append((framed, addr))
-        self._cached = (framed, addr)
+        self._cached = [(NON_ESP_MARKER + d if natt else d, addr) for d in datas]
+        self.outbox += self._cached
         self._msgid_in = (self._msgid_in + 1) & 0xFFFFFFFF
         if refusal is not None and msg.exchange == Exchange.IKE_SA_INIT:
             sa.discard()                   # a stateless refusal (COOKIE, INVALID_KE, ...)
