@@ -4,6 +4,7 @@
     spu decrypt --sa SAFILE IN.pcap OUT.pcap [--stats-json STATS.json]
     spu demo [--packets N] [--dir DIR]
     spu bench [--suites ..] [--sizes ..] [--duration SEC] [--json FILE] [--plot FILE.png] ..
+    spu gateway --config JUNOS.conf | spu status | spu request ACTION VPN   (ike/cli.py)
 
 Contract: ../shared/CONTRACT-SPU.md. Errors are one line on stderr and exit status 1;
 nothing the input contains can produce a traceback.
@@ -161,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "stderr.")
     bench_arguments(b)
     b.set_defaults(func=_cmd_bench)
+    from ike.cli import add_commands as gateway_commands     # argparse only: cheap
+    gateway_commands(sub)
     return p
 
 
@@ -170,6 +173,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return args.func(args)
     except CliError as e:
         print(f"spu: error: {e}", file=sys.stderr)
+
     except OSError as e:
         where = f"{e.filename}: " if e.filename else ""
         print(f"spu: error: {where}{e.strerror or e}", file=sys.stderr)

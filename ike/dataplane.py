@@ -1,0 +1,178 @@
+"""The gateway's packet path: TUN st0 <-> engine <-> ESP sockets, one batch at a time.
+
+    st0 readable  -> tun.read(batch) -> Engine.encrypt -> ESP-in-UDP / raw ESP send
+    4500 readable -> udp.recv(batch) -> IKE datagrams to the daemon, the rest Engine.decrypt
+                  -> tun.write
+    ESP readable  -> raw.recv(batch) -> Engine.decrypt -> tun.write
+
+Each readiness callback drains its socket in whole batches (engine/netio.py, Cython loops
+with the GIL released), so ESP never takes a per-packet Python path; only IKE datagrams found
+on port 4500 do. The destinations of a few packets that found no outbound SA go to the
+gateway once per batch (establish-tunnels on-traffic).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Callable, Optional
+
+import numpy as np
+
+from engine import netio
+from engine.netio import NON_ESP_MARKER
+from engine.batch import PacketBatch
+from engine.drops import Drop
+from engine.engine import Engine
+
+log = logging.getLogger("pyspu.gateway")
+
+#: a drop mark that only hides a packet from one send call (never reaches the counters)
+HELD = 255
+
+#: packets per batch whose destination may trigger `establish-tunnels on-traffic`
+NO_POLICY_SAMPLE = 8
+
+#: batches drained per readiness callback before yielding to the event loop (IKE, timers)
+MAX_BATCHES_PER_WAKEUP = 16
+
+
+class DataPlane:
+    def __init__(self, engine: Engine, *, tun_name: str, mtu: int, local_ip: str,
+                 batch_packets: int, on_ike: Callable[[bytes, tuple], None],
+                 on_no_policy: Callable[[list], None]):
+        self.engine = engine
+        self.tun_name, self.mtu, self.local_ip = tun_name, mtu, local_ip
+        self.on_ike, self.on_no_policy = on_ike, on_no_policy
+        self.out_batch = PacketBatch(batch_packets, data_bytes=batch_packets * 2048)
+        self.in_batch = PacketBatch(batch_packets, data_bytes=batch_packets * 2048)
+        self.tun: Optional[netio.Tun] = None
+        self.udp: Optional[netio.EspUdpSocket] = None
+        self.raw: Optional[netio.EspRawSocket] = None
+        self._loop = None
+
+    def open(self, addresses: list, routes: list) -> None:
+        self.tun = netio.Tun.open(self.tun_name, mtu=self.mtu)
+        self.tun.configure([str(a) for a in addresses], [str(r) for r in routes])
+        self.udp = netio.EspUdpSocket(self.local_ip, 4500)
+        try:
+            self.raw = netio.EspRawSocket(self.local_ip)
+        except OSError as e:      # without raw sockets only NAT-T (UDP 4500) peers work
+            log.warning("no raw ESP socket (%s): ESP only in UDP 4500", e.strerror or e)
+
+    def attach(self, loop) -> None:
+        self._loop = loop
+        loop.add_reader(self.tun.fileno(), self._from_tun)
+        loop.add_reader(self.udp.fileno(), self._from_udp)
+        if self.raw is not None:
+            loop.add_reader(self.raw.fileno(), self._from_raw)
+
+    def close(self) -> None:
+        for io in (self.tun, self.udp, self.raw):
+            if io is None:
+                continue
+            if self._loop is not None:
+                try:
+                    self._loop.remove_reader(io.fileno())
+                except (ValueError, OSError):
+                    pass
+            io.close()
+
+    def send_natt(self, data: bytes, addr: tuple) -> None:
+        """IKE (behind the non-ESP marker) and keepalives leave from the 4500 socket ESP uses
+        (RFC 3948: the peer's NAT mapping is the same for both)."""
+        try:
+            self.udp.sock.sendto(data, addr)
+        except OSError as e:       # IKE retransmits; a full buffer or no route is transient
+            log.debug("NAT-T send to %s failed: %s", addr, e.strerror or e)
+
+    # -- readiness callbacks -----------------------------------------------------------------
+    def _from_tun(self) -> None:
+        b = self.out_batch
+        for _ in range(MAX_BATCHES_PER_WAKEUP):
+            b.clear()
+            n = self.tun.read(b)
+            if n == 0:
+                return
+            self.engine.encrypt(b)
+            missed = np.flatnonzero(b.drop[:n] == Drop.NO_POLICY)
+            if missed.size:
+                self.on_no_policy(_destinations(b, missed[:NO_POLICY_SAMPLE]))
+            self._send(b, n)
+            if n < b.capacity:
+                return
+
+    def _from_udp(self) -> None:
+        b = self.in_batch
+        for _ in range(MAX_BATCHES_PER_WAKEUP):
+            b.clear()
+            n, ike = self.udp.recv(b)
+            for data, addr in ike:
+                self.on_ike(NON_ESP_MARKER + data, addr)
+            if n == 0:
+                return
+            self.engine.decrypt(b)
+            self.tun.write(b)
+            if n < b.capacity:
+                return
+
+    def _from_raw(self) -> None:
+        b = self.in_batch
+        for _ in range(MAX_BATCHES_PER_WAKEUP):
+            b.clear()
+            n = self.raw.recv(b)
+            if n == 0:
+                return
+            self.engine.decrypt(b)
+            self.tun.write(b)
+            if n < b.capacity:
+                return
+
+    def _send(self, b: PacketBatch, n: int) -> None:
+        """Each engine output leaves by the socket its outer header asks for: UDP 4500
+        (NAT-T SAs) or raw ESP. A batch mixing both is split by masking the other kind."""
+        sent = b.drop[:n] == 0
+        udp = _outer_is_udp(b, n)
+        if self.raw is None or udp[sent].all():
+            self.udp.send(b)
+            return
+        if not udp[sent].any():
+            self.raw.send(b)
+            return
+        saved = b.drop[:n].copy()
+        b.drop[:n][sent & ~udp] = HELD
+        self.udp.send(b)
+        b.drop[:n] = saved
+        b.drop[:n][sent & udp] = HELD
+        self.raw.send(b)
+        b.drop[:n] = saved
+
+    def counters(self) -> dict:
+        out = {}
+        for name, io in (("tun", self.tun), ("udp4500", self.udp), ("esp", self.raw)):
+            if io is not None:
+                out[name] = io.counters()
+        return out
+
+
+def _outer_is_udp(b: PacketBatch, n: int) -> np.ndarray:
+    """Per packet: does the engine's outer header (IPv4 or IPv6, no extension headers) carry
+    UDP? Only rows with drop == 0 are meaningful."""
+    off = b.off[:n]
+    first = b.buf[off]
+    v4 = (first >> 4) == 4
+    proto = np.where(v4, b.buf[np.minimum(off + 9, b.buf.size - 1)],
+                     b.buf[np.minimum(off + 6, b.buf.size - 1)])
+    return proto == 17
+
+
+def _destinations(b: PacketBatch, rows: np.ndarray) -> list:
+    """The destination addresses of some inner packets (IPv4 or IPv6), for on-traffic."""
+    out = []
+    for i in rows:
+        o, n = int(b.off[i]), int(b.length[i])
+        version = b.buf[o] >> 4 if n else 0
+        if version == 4 and n >= 20:
+            out.append(ipaddress.IPv4Address(b.buf[o + 16:o + 20].tobytes()))
+        elif version == 6 and n >= 40:
+            out.append(ipaddress.IPv6Address(b.buf[o + 24:o + 40].tobytes()))
+    return out
