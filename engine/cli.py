@@ -183,4 +183,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m engine.cli`: run the imported module, not this __main__ copy, so that
+    # CliError raised from ike/cli.py (which imports engine.cli) is the class caught here
+    from engine.cli import main as _main
+    sys.exit(_main())
