@@ -28,6 +28,11 @@
     vpn_config.py   GatewayConfig: IKE gateways, VPNs, manual SAs, st0, routes (CONFIG.md)
     junos_algorithms.py / junos_secret.py / vpn_manual.py / vpn_describe.py
                     Junos algorithm names, `$9$` keys, manual-key SAs, the --check summary
+    gateway.py      `spu gateway`: IKE events -> Engine installs, tunnels, lifetimes, status
+    dataplane.py    st0 TUN <-> Engine <-> ESP-in-UDP / raw ESP, in batches (engine/netio.py)
+    control.py      the gateway's Unix control socket (JSON lines)
+    status.py       `spu status` tables, Junos style
+    cli.py          `spu gateway`, `spu status`, `spu request`
 
 Not yet: IKE SA reauthentication (2.8.3: the hard IKE lifetime deletes), EAP, certificate
 revocation (CRL/OCSP), RSASSA-PSS signatures, hash-and-URL certificates, MOBIKE, IKEv1.
