@@ -46,7 +46,7 @@ class Passes:
         else:
             prepare_decrypt(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, s.addr,
                             s.in_hash, s.encap_ports, s.top, s.bitmap, self.ops, self.aux,
-                            s.ctr, e.gdrop)
+                            s.ctr, e.gdrop, s.ah_in > 0)
 
     def crypto(self) -> None:
         b = self.batch

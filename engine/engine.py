@@ -97,17 +97,21 @@ class Engine:
         self._check_preset(batch)
         ops, _ = self._scratch(n)
         s = self.sad
+        ah = s.ah_out > 0                 # else no row is AH: the AH passes would do nothing
         prepare_encrypt(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
                         batch.drop, batch.sa, n, s.rec, s.addr, s.spd, ops, s.ctr, self.gdrop)
-        prepare_encrypt_ah(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
-                           batch.drop, batch.sa, n, s.rec, s.addr, ops, self._ah_save, s.ctr,
-                           self.gdrop)
+        if ah:
+            prepare_encrypt_ah(batch.buf, batch.off, batch.length, batch.slot_start,
+                               batch.slot_end, batch.drop, batch.sa, n, s.rec, s.addr, ops,
+                               self._ah_save, s.ctr, self.gdrop)
         self.esp_crypto(batch.buf, ops, batch.drop, n, True)
-        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, False)
+        if ah:
+            _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, False)
         finish_encrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
                        s.rec, ops, s.ctr, self.gdrop)
-        finish_encrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                          ops, self._ah_save, s.ctr, self.gdrop)
+        if ah:
+            finish_encrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
+                              s.rec, ops, self._ah_save, s.ctr, self.gdrop)
         self._account(batch)
 
     def decrypt(self, batch: PacketBatch) -> None:
@@ -138,16 +142,19 @@ class Engine:
         """The ESP crypto pass over prepared op rows: each backend in turn over the same rows,
         each taking only the rows of the SAs it runs (bench/ceiling.py times this alone)."""
         s = self.sad
-        if s.mb is not None:
+        if s.esp_mb and s.mb is not None:
             (backends.mb_encrypt if encrypt else backends.mb_decrypt)(s.mb, buf, ops, drop, n)
-        (_crypto.esp_encrypt if encrypt else _crypto.esp_decrypt)(s.crypto, buf, ops, drop, n)
+        if s.esp_openssl:
+            (_crypto.esp_encrypt if encrypt else _crypto.esp_decrypt)(s.crypto, buf, ops, drop,
+                                                                      n)
 
     @staticmethod
     def _check_preset(batch: PacketBatch) -> None:
         """Pre-set drop reasons index the counter arrays in the kernels (no bounds checks
         there): anything that is not a Drop would be a write past their end."""
         n = batch.count
-        if n and int(batch.drop[:n].max()) >= N_DROPS:
+        d = batch.drop[:n]
+        if np.count_nonzero(d) and int(d.max()) >= N_DROPS:     # (count_nonzero is faster)
             raise ValueError("batch.drop holds a value that is not an engine.drops.Drop")
 
     def _decrypt_round(self, batch: PacketBatch, n: int) -> int:
@@ -155,25 +162,29 @@ class Engine:
         where prepare cut the batch (n when it did not)."""
         ops, aux = self._scratch(n)
         s = self.sad
+        ah = s.ah_in > 0                  # else prepare_decrypt drops protocol 51 itself
         cut = prepare_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
                               s.rec, s.addr, s.in_hash, s.encap_ports, s.top, s.bitmap, ops,
-                              aux, s.ctr, self.gdrop)
-        prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                           s.addr, s.in_hash, s.top, s.bitmap, ops, aux, self._ah_save,
-                           self._icv_in, s.ctr, self.gdrop)
+                              aux, s.ctr, self.gdrop, ah)
+        if ah:
+            prepare_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
+                               s.rec, s.addr, s.in_hash, s.top, s.bitmap, ops, aux,
+                               self._ah_save, self._icv_in, s.ctr, self.gdrop)
         self.esp_crypto(batch.buf, ops, batch.drop, n, False)
-        _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
+        if ah:
+            _crypto.ah_icv(s.crypto, batch.buf, ops, batch.drop, self._icv_in, n, True)
         finish_decrypt(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
                        s.addr, s.top, s.bitmap, ops, aux, s.ctr, self.gdrop)
-        finish_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n, s.rec,
-                          s.addr, s.top, s.bitmap, ops, aux, self._ah_save, self._icv_in,
-                          s.ctr, self.gdrop)
+        if ah:
+            finish_decrypt_ah(batch.buf, batch.off, batch.length, batch.drop, batch.sa, n,
+                              s.rec, s.addr, s.top, s.bitmap, ops, aux, self._ah_save,
+                              self._icv_in, s.ctr, self.gdrop)
         return int(cut)
 
     def _account(self, batch: PacketBatch) -> None:
         n = batch.count
         self.packets_in += n
-        self.packets_out += int(np.count_nonzero(batch.drop[:n] == 0))
+        self.packets_out += n - int(np.count_nonzero(batch.drop[:n]))
 
     # -- counters ------------------------------------------------------------------------
     def stats(self) -> dict:

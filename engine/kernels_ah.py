@@ -37,7 +37,7 @@ import numpy as np
 from .drops import Drop
 from .kernels_esp import (accept_in_order, count_drop, ecn_decap, inner_packet, lookup_inbound, selector_match,
                           write_outer_ipv4, write_outer_ipv6)
-from .kernels_ip import (P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_ROUTING,
+from .kernels_ip import (JIT, P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_ROUTING,
                          dscp_of, ecn_of, ipv4_set_checksum, move_bytes, parse_ip, ports_of,
                          rd32, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
@@ -83,13 +83,13 @@ U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
 # ---------------------------------------------------------------------------------------
 # mutable fields (RFC 4302 3.3.3.1)
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def ah_len_for(icv, align):
     """AH header length: fixed part + ICV, padded to 4 (IPv4) or 8 (IPv6) bytes (RFC 4302 2.6)."""
     return (AH_FIXED + icv + align - 1) // align * align
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def ipv4_options(buf, o, ihl, mode):
     """Walk the IPv4 options at o+20..o+ihl; zero the mutable ones unless mode is Z_CHECK.
 
@@ -125,7 +125,7 @@ def ipv4_options(buf, o, ihl, mode):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def ipv6_ext(buf, o, hdr_end, mode):
     """Walk the IPv6 extension headers between o+40 and hdr_end (where AH starts); zero the
     data of options marked "may change en route" unless mode is Z_CHECK. Returns False if
@@ -165,7 +165,7 @@ def ipv6_ext(buf, o, hdr_end, mode):
     return p == hdr_end
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def zero_mutable(buf, o, hdr_len, mode):
     """Zero the mutable fields of the IP header chain buf[o:o+hdr_len] (RFC 4302 3.3.3.1).
     With Z_CHECK only validate. Returns False if the chain is not acceptable."""
@@ -191,13 +191,13 @@ def zero_mutable(buf, o, hdr_len, mode):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def save_bytes(save, i, buf, o, n):
     for j in range(n):
         save[i, j] = buf[o + j]
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def restore_bytes(buf, o, save, i, n):
     for j in range(n):
         buf[o + j] = save[i, j]
@@ -206,7 +206,7 @@ def restore_bytes(buf, o, save, i, n):
 # ---------------------------------------------------------------------------------------
 # encrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def frame_encrypt(buf, off, length, slot_start, slot_end, i, rec, addr, s, ops, save):
     """Insert AH into packet i for outbound AH SA s; returns a drop reason (0 = framed)."""
     o = off[i]
@@ -242,7 +242,7 @@ def frame_encrypt(buf, off, length, slot_start, slot_end, i, rec, addr, s, ops, 
         if out_ver == 4:
             df = ver == 6 or (buf[o + 6] & 0x40) != 0
             write_outer_ipv4(buf, new_off, total, P_AH, tos, df, np.int64(seq & U32_MAX),
-                             addr, s)
+                             rec, s)
         else:
             write_outer_ipv6(buf, new_off, total - 40, P_AH, tos, addr, s)
     else:
@@ -278,7 +278,7 @@ def frame_encrypt(buf, off, length, slot_start, slot_end, i, rec, addr, s, ops, 
     return D_NONE
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def prepare_encrypt_ah(buf, off, length, slot_start, slot_end, drop, sa, n,
                        rec, addr, ops, save, ctr, gdrop):
     """Frame the rows kernels_esp.prepare_encrypt assigned to an AH SA and left unframed
@@ -294,7 +294,7 @@ def prepare_encrypt_ah(buf, off, length, slot_start, slot_end, drop, sa, n,
             count_drop(ctr, gdrop, s, reason)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def finish_encrypt_ah(buf, off, length, drop, sa, n, rec, ops, save, ctr, gdrop):
     """Put back the mutable header fields zeroed for the ICV; count. (Crypto-pass drops were
     counted by kernels_esp.finish_encrypt.)"""
@@ -311,7 +311,7 @@ def finish_encrypt_ah(buf, off, length, drop, sa, n, rec, ops, save, ctr, gdrop)
 # ---------------------------------------------------------------------------------------
 # decrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def frame_decrypt(buf, i, o, ver, end, a, nh_off, s, rec, top, bitmap, ops, aux, save,
                   icv_in):
     """Check AH packet i (outer header at o, AH at a) for inbound SA s, pre-check replay,
@@ -359,7 +359,7 @@ def frame_decrypt(buf, i, o, ver, end, a, nh_off, s, rec, top, bitmap, ops, aux,
     return D_NONE
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def prepare_decrypt_ah(buf, off, length, drop, sa, n, rec, addr, in_hash, top, bitmap,
                        ops, aux, save, icv_in, ctr, gdrop):
     """The rows kernels_esp.prepare_decrypt left alive but unframed are protocol 51 (their
@@ -387,7 +387,7 @@ def prepare_decrypt_ah(buf, off, length, drop, sa, n, rec, addr, in_hash, top, b
             count_drop(ctr, gdrop, s if reason != D_NO_SA else -1, reason)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def decap(buf, i, mode, ops, aux):
     """Remove AH from a verified packet: (reason, new_off, new_len)."""
     o = aux[i, 0]
@@ -418,7 +418,7 @@ def decap(buf, i, mode, ops, aux):
     return D_NONE, new_off, new_len
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def finish_decrypt_ah(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, aux,
                       save, icv_in, ctr, gdrop):
     """In order: restore the zeroed fields, advance replay windows, strip AH or

@@ -15,9 +15,9 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_ip import (P_AH, P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add, csum_fold,
-                         dscp_of, ecn_of, ipv4_checksum_ok, ipv4_set_checksum, move_bytes,
-                         parse_ip, ports_of, rd16, rd32, set_ecn, wr16, wr32)
+from .kernels_ip import (JIT, P_AH, P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_add,
+                         csum_fold, dscp_of, ecn_of, ipv4_set_checksum, ipv4_sum, move_bytes,
+                         parse_ip, ports_of, rd8, rd16, rd32, set_ecn, wr8, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
                   OP_SA, OP_SEQ)
 from .replay import advance, check, infer_seq, inferred_elsewhere
@@ -40,21 +40,31 @@ D_DEFER = np.uint8(254)   # left for the next round (see prepare_decrypt)
 MODE_TUNNEL = 1
 U32_MAX = np.uint64(0xFFFFFFFF)
 U64_MAX = np.uint64(0xFFFFFFFFFFFFFFFF)
+U1 = np.uint64(1)
+U6 = np.uint64(6)
+U63 = np.uint64(63)
 OUTER_TTL = 64
 
 
 # ---------------------------------------------------------------------------------------
 # lookups
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def spi_slot(spi, size):
     """Fibonacci hash of the SPI (engine/sad.py spi_hash is the same function)."""
     return ((np.int64(spi) * np.int64(0x9E3779B1)) & 0xFFFFFFFF) >> 16 & (size - 1)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto):
     """Inbound SA slot for (SPI, destination address, protocol), or -1."""
+    return find_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto)
+
+
+@nb.njit(inline="always", **JIT)
+def find_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto):
+    """lookup_inbound inlined (prepare_decrypt: a call passing these arrays costs more
+    than the lookup)."""
     size = in_hash.shape[0]
     k = spi_slot(spi, size)
     for _ in range(size):
@@ -63,19 +73,22 @@ def lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, family, proto):
             return -1
         r = rec[s]
         if r.spi == spi and r.proto == proto and r.family == family and r.active:
-            n = 4 if family == 4 else 16
-            same = True
-            for j in range(n):
-                if addr[s, ADDR_DST + j] != buf[dst_off + j]:
-                    same = False
-                    break
-            if same:
-                return s
+            if family == 4:
+                if rd32(buf, dst_off) == np.int64(r.dst4):
+                    return s
+            else:
+                same = True
+                for j in range(16):
+                    if addr[s, ADDR_DST + j] != rd8(buf, dst_off + j):
+                        same = False
+                        break
+                if same:
+                    return s
         k = (k + 1) & (size - 1)
     return -1
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def prefix_match(buf, off, addr, s, base, plen):
     full = plen >> 3
     for j in range(full):
@@ -89,7 +102,7 @@ def prefix_match(buf, off, addr, s, base, plen):
     return True
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
     """Does the IP packet at o (version ver, upper protocol and ports given) match SA s's
     selector? An SA without a selector matches everything."""
@@ -99,12 +112,13 @@ def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
     if r.sel_family != ver:
         return False
     if ver == 4:
-        src_off, dst_off = o + 12, o + 16
-    else:
-        src_off, dst_off = o + 8, o + 24
-    if not prefix_match(buf, src_off, addr, s, ADDR_SEL_SRC, r.sel_src_len):
-        return False
-    if not prefix_match(buf, dst_off, addr, s, ADDR_SEL_DST, r.sel_dst_len):
+        # the prefixes as 32-bit network and mask (engine/sad.py), not byte by byte
+        if (rd32(buf, o + 12) & np.int64(r.sel_src_mask4)) != np.int64(r.sel_src4):
+            return False
+        if (rd32(buf, o + 16) & np.int64(r.sel_dst_mask4)) != np.int64(r.sel_dst4):
+            return False
+    elif not (prefix_match(buf, o + 8, addr, s, ADDR_SEL_SRC, r.sel_src_len)
+              and prefix_match(buf, o + 24, addr, s, ADDR_SEL_DST, r.sel_dst_len)):
         return False
     if r.sel_proto != 0 and r.sel_proto != proto:
         return False
@@ -115,7 +129,7 @@ def selector_match(rec, addr, s, buf, o, ver, proto, sport, dport):
     return True
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def count_drop(ctr, gdrop, s, reason):
     gdrop[reason] += 1
     if s >= 0:
@@ -125,30 +139,29 @@ def count_drop(ctr, gdrop, s, reason):
 # ---------------------------------------------------------------------------------------
 # encrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
-def write_outer_ipv4(buf, o, total, proto, tos, df, ident, addr, s):
+@nb.njit(inline="always", **JIT)
+def write_outer_ipv4(buf, o, total, proto, tos, df, ident, rec, s):
     """Outer IPv4 header; the checksum is summed from the field values (RFC 1071), not
     re-read from the buffer."""
     flags = 0x4000 if df else 0
     ident = ident & 0xFFFF
-    acc = np.int64(0x4500 | tos) + total + ident + flags + ((OUTER_TTL << 8) | proto)
-    for j in range(4):
-        a = addr[s, ADDR_SRC + j]
-        d = addr[s, ADDR_DST + j]
-        buf[o + 12 + j] = a
-        buf[o + 16 + j] = d
-        acc += (np.int64(a) + np.int64(d)) << (8 * (1 - (j & 1)))
-    buf[o] = 0x45
-    buf[o + 1] = tos
+    src = np.int64(rec[s].src4)
+    dst = np.int64(rec[s].dst4)
+    acc = (np.int64(0x4500 | tos) + total + ident + flags + ((OUTER_TTL << 8) | proto)
+           + (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF))
+    wr32(buf, o + 12, src)
+    wr32(buf, o + 16, dst)
+    wr8(buf, o, 0x45)
+    wr8(buf, o + 1, tos)
     wr16(buf, o + 2, total)
     wr16(buf, o + 4, ident)
     wr16(buf, o + 6, flags)
-    buf[o + 8] = OUTER_TTL
-    buf[o + 9] = proto
+    wr8(buf, o + 8, OUTER_TTL)
+    wr8(buf, o + 9, proto)
     wr16(buf, o + 10, csum_fold(acc))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def write_outer_ipv6(buf, o, payload_len, proto, tclass, addr, s):
     buf[o] = 0x60 | (tclass >> 4)
     buf[o + 1] = (tclass & 0x0F) << 4     # flow label 0
@@ -162,7 +175,7 @@ def write_outer_ipv6(buf, o, payload_len, proto, tclass, addr, s):
         buf[o + 24 + j] = addr[s, ADDR_DST + j]
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
                     rec, addr, spd, ops, ctr, gdrop):
     """Classify, number and frame every packet; leave IV/ciphertext/ICV to the crypto pass."""
@@ -214,7 +227,7 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
             payload_off = o + hl
             payload_len = L - hl
             next_header = proto
-        pad = (align - (payload_len + 2) % align) % align
+        pad = -(payload_len + 2) & (align - 1)     # align: a power of 2 (engine/sad.py)
         enc_len = payload_len + pad + 2
         grow_front = outer + udp + 8 + iv
         new_off = o - grow_front
@@ -235,9 +248,9 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
         # trailer: padding 1, 2, 3, ... (RFC 4303 2.4), pad length, next header
         t = payload_off + payload_len
         for k in range(pad):
-            buf[t + k] = k + 1
-        buf[t + pad] = pad
-        buf[t + pad + 1] = next_header
+            wr8(buf, t + k, k + 1)
+        wr8(buf, t + pad, pad)
+        wr8(buf, t + pad + 1, next_header)
         if r.mode == MODE_TUNNEL:
             esp = new_off + outer + udp
             total = outer + udp + 8 + iv + enc_len + icv
@@ -247,7 +260,7 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
             if r.family == 4:
                 df = ver == 6 or (buf[o + 6] & 0x40) != 0
                 write_outer_ipv4(buf, new_off, total, oproto, tos, df, np.int64(seq & U32_MAX),
-                                 addr, s)
+                                 rec, s)
             else:
                 write_outer_ipv6(buf, new_off, total - 40, oproto, tos, addr, s)
             udp_off = new_off + outer
@@ -282,7 +295,7 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
         ops[i, OP_SEQ] = np.int64(seq)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def udp6_checksum(buf, o, udp_off, udp_len):
     """RFC 8200 8.1: the UDP checksum is mandatory over IPv6 (pseudo-header included)."""
     acc = csum_add(buf, o + 8, 32, np.int64(0))
@@ -296,7 +309,7 @@ def udp6_checksum(buf, o, udp_off, udp_len):
     wr16(buf, udp_off + 6, c)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
     for i in range(n):
         s = sa[i]
@@ -318,7 +331,7 @@ def finish_encrypt(buf, off, length, drop, sa, n, rec, ops, ctr, gdrop):
 # ---------------------------------------------------------------------------------------
 # decrypt
 # ---------------------------------------------------------------------------------------
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def is_encap_port(ports, p):
     for k in range(ports.shape[0]):
         if ports[k] == p:
@@ -326,10 +339,14 @@ def is_encap_port(ports, p):
     return False
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_ports,
-                    top, bitmap, ops, aux, ctr, gdrop):
+                    top, bitmap, ops, aux, ctr, gdrop, ah):
     """Parse, find the SA, pre-check replay; record what the crypto and finish passes need.
+
+    `ah`: there are inbound AH SAs, and protocol 51 packets are left alive for
+    kernels_ah.prepare_decrypt_ah. Without (the engine then skips the AH passes), they are
+    dropped here as that kernel would drop them: MALFORMED if truncated, else NO_SA.
 
     aux[i, 0] = offset of the outer IP header, aux[i, 1] = offset of the byte naming the
     ESP/UDP protocol (transport mode rewrites it), aux[i, 2] = 1 if ESP-in-UDP.
@@ -354,7 +371,7 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
             continue
         o = off[i]
         ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
-        if ok and ver == 4 and not ipv4_checksum_ok(buf, o, hl):
+        if ok and ver == 4 and csum_fold(ipv4_sum(buf, o, hl)) != 0:
             ok = False
         if not ok:
             drop[i] = D_MALFORMED
@@ -363,6 +380,11 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
         end = o + tot
         length[i] = tot
         if proto == P_AH:
+            if not ah:
+                reason = D_MALFORMED if l4 + 12 > end else D_NO_SA
+                drop[i] = reason
+                count_drop(ctr, gdrop, -1, reason)
+                continue
             # framed by kernels_ah.prepare_decrypt_ah; only its ESN ordering is tracked here
             if l4 + 12 <= end:
                 s = lookup_inbound(rec, addr, in_hash, rd32(buf, l4 + 4), buf,
@@ -398,7 +420,7 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
             continue
         spi = rd32(buf, esp)
         dst_off = o + 16 if ver == 4 else o + 24
-        s = lookup_inbound(rec, addr, in_hash, spi, buf, dst_off, ver, P_ESP)
+        s = find_inbound(rec, addr, in_hash, spi, buf, dst_off, ver, P_ESP)
         if s < 0 or rec[s].encap != encap or rec[s].outbound:
             drop[i] = D_NO_SA
             count_drop(ctr, gdrop, -1, D_NO_SA)
@@ -408,7 +430,7 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
         iv = np.int64(r.iv_len)
         icv = np.int64(r.icv_len)
         enc_len = end - esp - 8 - iv - icv
-        if enc_len < 2 or (r.align > 4 and enc_len % r.align != 0):
+        if enc_len < 2 or (r.align > 4 and (enc_len & (np.int64(r.align) - 1)) != 0):
             drop[i] = D_MALFORMED
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue
@@ -436,7 +458,7 @@ def prepare_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_por
     return n
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def esn_cut(rec, top, bitmap, s, seq_lo):
     """True when this packet's ESN high bits depend on earlier packets of the batch (the
     provisional edge infers otherwise than the real one). Otherwise advance the provisional
@@ -451,7 +473,7 @@ def esn_cut(rec, top, bitmap, s, seq_lo):
     return False
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def defer_from(drop, ops, i, n):
     """Leave packets i.. for the next round: alive ones are marked D_DEFER; rows reset."""
     for j in range(i, n):
@@ -461,7 +483,7 @@ def defer_from(drop, ops, i, n):
     return i
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def inner_packet(buf, p, avail, want_ver):
     """Validate a tunnel's inner IP packet. Returns (total length or -1, upper protocol,
     L4 offset); an inner IPv4 fragment is valid but reports protocol 0 and no L4 header
@@ -479,7 +501,7 @@ def inner_packet(buf, p, avail, want_ver):
     return np.int64(-1), np.int64(0), np.int64(-1)
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def ecn_decap(buf, outer_o, inner_o):
     """RFC 6040 4.2 normal mode. Returns False when the packet must be dropped
     (CE outer on a Not-ECT inner)."""
@@ -495,7 +517,22 @@ def ecn_decap(buf, outer_o, inner_o):
     return True
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
+def default_padding(buf, p, pad):
+    """Are the `pad` bytes at p 1, 2, 3, ... (RFC 4303 2.4)? Four at a time, then one."""
+    k = 0
+    while k + 4 <= pad:
+        if rd32(buf, p + k) != ((k + 1) << 24 | (k + 2) << 16 | (k + 3) << 8 | (k + 4)):
+            return False
+        k += 4
+    while k < pad:
+        if rd8(buf, p + k) != k + 1:
+            return False
+        k += 1
+    return True
+
+
+@nb.njit(inline="always", **JIT)
 def accept_in_order(rec, top, bitmap, s, seq):
     """The in-order half of anti-replay (RFC 4303 3.4.3), for ESP and AH packets whose ICV
     verified: advance SA s's window with `seq`, or return why the packet is dropped."""
@@ -505,14 +542,22 @@ def accept_in_order(rec, top, bitmap, s, seq):
     if inferred_elsewhere(top[s], r.window, r.esn, seq):
         return D_AUTH_FAILED          # in file order: other ESN high bits, the ICV fails
     if r.window > 0:
-        if not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
+        t = top[s]
+        words = np.uint64(r.bm_words)
+        if seq > t and (seq >> U6) == (t >> U6) and (words & (words - U1)) == 0:
+            # the common case, in order inside the edge's word: what replay.advance does
+            # then (no word to clear), with a mask for its modulo (sad.py: words = 2^k)
+            k = np.int64(r.bm_base) + np.int64((seq >> U6) & (words - U1))
+            bitmap[k] |= U1 << (seq & U63)
+            top[s] = seq
+        elif not advance(bitmap, r.bm_base, r.bm_words, top, s, r.window, seq):
             return D_REPLAY           # e.g. a duplicate inside this batch
     elif seq > top[s]:
         top[s] = seq                  # no window, but ESN inference still needs the edge
     return np.uint8(0)
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, aux,
                    ctr, gdrop):
     """In order: advance replay windows, check the trailer, decapsulate, check selectors."""
@@ -533,18 +578,13 @@ def finish_decrypt(buf, off, length, drop, sa, n, rec, addr, top, bitmap, ops, a
         data = ops[i, OP_DATA_OFF]
         dlen = ops[i, OP_DATA_LEN]
         end = data + dlen
-        pad = np.int64(buf[end - 2])
-        nh = np.int64(buf[end - 1])
+        pad = rd8(buf, end - 2)
+        nh = rd8(buf, end - 1)
         if pad + 2 > dlen:
             drop[i] = D_MALFORMED
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue
-        bad_pad = False
-        for k in range(pad):
-            if buf[end - 2 - pad + k] != k + 1:
-                bad_pad = True
-                break
-        if bad_pad:
+        if not default_padding(buf, end - 2 - pad, pad):
             drop[i] = D_MALFORMED
             count_drop(ctr, gdrop, s, D_MALFORMED)
             continue

@@ -9,6 +9,8 @@ Hot state lives in numpy arrays that the Numba kernels read and write directly:
 - `ctr`  : uint64 [slots, CTR_COLS] per-SA counters (packets, bytes, and one per Drop).
 - `in_hash`: open-addressing table (SPI, dst, proto) -> inbound slot.
 - `spd`  : ordered outbound slots, matched first-to-last by selector.
+- `ah_in`, `ah_out`: how many inbound / outbound AH SAs there are (0: no AH passes), and
+  `esp_openssl`, `esp_mb` how many ESP SAs each backend runs (0: no pass of that backend).
 The native crypto state (keyed contexts, HMAC states) lives beside them in a CryptoTable
 (OpenSSL, every SA) and, for the SAs the multi-buffer backend runs, an MBTable
 (engine/backends.py picks the backend per SA; the CryptoTable slot is then disabled).
@@ -34,6 +36,10 @@ SA_DTYPE = np.dtype([
     ("spi", np.uint32), ("window", np.uint32),
     ("encap_sport", np.int32), ("encap_dport", np.int32),
     ("sel_sport", np.int32), ("sel_dport", np.int32),   # -1 = any
+    ("src4", np.uint32), ("dst4", np.uint32),    # IPv4 SA addresses as numbers
+    # IPv4 selector prefixes as 32-bit network and mask (IPv6 ones: in `addr` only)
+    ("sel_src4", np.uint32), ("sel_src_mask4", np.uint32),
+    ("sel_dst4", np.uint32), ("sel_dst_mask4", np.uint32),
     ("bm_words", np.int32), ("bm_base", np.int64),
     ("seq_out", np.uint64),                              # last outbound sequence number used
     # inbound, during one decrypt batch: the window edge as it will be after the packets
@@ -75,6 +81,10 @@ class SADatabase:
         self.in_hash = np.full(2 * 1024, -1, np.int32)
         self.spd = np.zeros(0, np.int32)
         self.encap_ports = np.zeros(0, np.int32)
+        self.ah_in = 0                     # installed inbound / outbound AH SAs
+        self.ah_out = 0
+        self.esp_openssl = 0               # installed ESP SAs run by OpenSSL / ipsec-mb
+        self.esp_mb = 0
         self._free = list(range(max_sas - 1, -1, -1))
 
     # -- install / remove ------------------------------------------------------------------
@@ -137,7 +147,11 @@ class SADatabase:
             name = cfg.aead or cfg.enc or "ecb(cipher_null)"
             spec = CIPHERS[name]
             key = cfg.aead_key if cfg.aead else cfg.enc_key
-            r["align"] = max(spec.block, 4)
+            align = max(spec.block, 4)
+            if align & (align - 1):
+                raise ValueError(f"{name}: block {spec.block} is not a power of 2 "
+                                 f"(the kernels pad and check with a mask)")
+            r["align"] = align
             r["iv_len"] = spec.iv_len
             salt = spec.salt_len
         else:
@@ -157,10 +171,16 @@ class SADatabase:
         window = cfg.replay_window if cfg.has_integrity else 0
         r["window"] = window
         words = replay.words_for_window(window) if window else 0
+        # rounded up to a power of 2 (more ring words than the window needs are harmless):
+        # kernels_esp.accept_in_order's in-order step then masks instead of dividing
+        words = 1 << (int(words) - 1).bit_length() if words else 0
         r["bm_words"] = words
         r["bm_base"] = self._bm_alloc(words)
         self.addr[s, ADDR_SRC:ADDR_SRC + 16] = _addr16(cfg.src)
         self.addr[s, ADDR_DST:ADDR_DST + 16] = _addr16(cfg.dst)
+        if cfg.dst.version == 4:
+            r["src4"] = int(cfg.src)
+            r["dst4"] = int(cfg.dst)
         sel = cfg.sel
         r["has_sel"] = sel is not None
         r["sel_sport"] = r["sel_dport"] = -1
@@ -173,6 +193,11 @@ class SADatabase:
             r["sel_dport"] = -1 if sel.dport is None else sel.dport
             self.addr[s, ADDR_SEL_SRC:ADDR_SEL_SRC + 16] = _addr16(sel.src.network_address)
             self.addr[s, ADDR_SEL_DST:ADDR_SEL_DST + 16] = _addr16(sel.dst.network_address)
+            if sel.src.version == 4 and sel.dst.version == 4:
+                r["sel_src4"] = int(sel.src.network_address)
+                r["sel_src_mask4"] = int(sel.src.netmask)
+                r["sel_dst4"] = int(sel.dst.network_address)
+                r["sel_dst_mask4"] = int(sel.dst.netmask)
         self.ctr[s] = 0
         akey = cfg.auth_key if auth != Auth.NONE else b""
         runs = backends.select(self.backends, int(cipher), int(auth), icv, cfg.esn, cfg.proto)
@@ -224,6 +249,13 @@ class SADatabase:
         self.in_hash = h
         # install order is policy order: first match wins (an SA file's line order)
         self.spd = np.array([s for s in self.configs if self.rec[s]["outbound"]], np.int32)
+        # Without AH SAs the engine skips the AH passes (kernels_ah, _crypto.ah_icv), and
+        # a backend's ESP pass when it runs no ESP SA
+        self.ah_in = sum(1 for s in inbound if self.rec[s]["proto"] == PROTO_AH)
+        self.ah_out = sum(1 for s in self.spd.tolist() if self.rec[s]["proto"] == PROTO_AH)
+        esp = [self.backend_of[s] for s in self.configs if self.rec[s]["proto"] == PROTO_ESP]
+        self.esp_openssl = sum(1 for b in esp if b is backends.OPENSSL)
+        self.esp_mb = len(esp) - self.esp_openssl
         self.encap_ports = np.array(sorted({int(self.rec[s]["encap_dport"]) for s in inbound
                                             if self.rec[s]["encap"]}), np.int32)
 
