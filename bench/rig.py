@@ -244,6 +244,10 @@ class Rig:
         """strongSwan sides: the inner host address lives on lo (no dummy driver here)."""
         sh("ip", "-n", self.ns[side], "addr", "add", f"{INNER_HOST[side]}/32", "dev", "lo")
 
+    def add_inner_on_lo(self, side: str, host: str) -> None:
+        """One more inner host address on a strongSwan side (several traffic selectors)."""
+        sh("ip", "-n", self.ns[side], "addr", "add", f"{host}/32", "dev", "lo")
+
     def charon(self, side: str, swanctl_conf: str, files: dict | None = None) -> Charon:
         self.inner_on_lo(side)
         c = Charon(self, side, swanctl_conf, files)
@@ -267,30 +271,36 @@ class Rig:
         return self.run(side, "ping", "-c", str(count), "-i", "0.2", "-W", "2", "-I",
                         INNER_HOST[side], INNER_HOST[other(side)], timeout=timeout)
 
-    def wait_ping(self, side: str, within: float = 30) -> bool:
-        """Ping until one reply comes (tunnels come up on the first packets)."""
+    def wait_ping(self, side: str, within: float = 30, src: Optional[str] = None,
+                  dst: Optional[str] = None) -> bool:
+        """Ping until one reply comes (tunnels come up on the first packets); `src`/`dst`
+        default to the two inner hosts."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            r = self.run(side, "ping", "-c", "1", "-W", "1", "-I", INNER_HOST[side],
-                         INNER_HOST[other(side)], timeout=10)
+            r = self.run(side, "ping", "-c", "1", "-W", "1", "-I", src or INNER_HOST[side],
+                         dst or INNER_HOST[other(side)], timeout=10)
             if r.returncode == 0:
                 return True
             time.sleep(0.3)
         return False
 
     def tcp_transfer(self, sender: str, nbytes: int, timeout: float = 60,
-                     port: int = 5001, pace: float = 0.0) -> dict:
-        """Send `nbytes` over one TCP connection from `sender`'s inner host to the other's;
-        returns {"sent", "received", "digest_ok", "seconds"} (the receiver hashes)."""
+                     port: int = 5001, pace: float = 0.0, src_host: Optional[str] = None,
+                     dst_host: Optional[str] = None) -> dict:
+        """Send `nbytes` over one TCP connection from `sender`'s inner host to the other's
+        (or from `src_host` to `dst_host`); returns {"sent", "received", "digest_ok",
+        "seconds"} (the receiver hashes)."""
         receiver = other(sender)
+        dst_host = dst_host or INNER_HOST[receiver]
+        src_host = src_host or INNER_HOST[sender]
         code = (Path(__file__).with_name("tcp_sink.py"))
-        sink = self.popen(receiver, sys.executable, str(code), "sink", INNER_HOST[receiver],
+        sink = self.popen(receiver, sys.executable, str(code), "sink", dst_host,
                           str(port), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             time.sleep(0.3)
             try:
                 src = self.run(sender, sys.executable, str(code), "source",
-                               INNER_HOST[receiver], str(port), str(nbytes), INNER_HOST[sender],
+                               dst_host, str(port), str(nbytes), src_host,
                                str(pace), timeout=timeout)
                 out, err = sink.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:

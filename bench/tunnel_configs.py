@@ -43,10 +43,24 @@ def junos(side: str, pair: Pair, *, psk: str = PSK, establish: str = "immediatel
           dpd: tuple = (2, 3), auth: str = "psk", cert_files: Optional[dict] = None,
           local_id: Optional[str] = None, remote_id: Optional[str] = None,
           ike_lifetime: int = 28800, esp_lifetime: int = 3600, esp_kb: int = 0,
-          nat_traversal: bool = True) -> str:
-    """pyspu's configuration on `side`, peer on the other side, one route-based vpn "vpn1"."""
+          nat_traversal: bool = True, selectors: Optional[list] = None,
+          ipsec_protocol: str = "esp") -> str:
+    """pyspu's configuration on `side`, peer on the other side, one route-based vpn "vpn1".
+    `selectors`: [(local prefix, remote prefix), ...] for one traffic-selector block each
+    (ts1, ts2, ...); st0 then holds host .1 of every local prefix and routes every remote
+    one. Default: the rig's one inner network per side. `ipsec_protocol` "ah": an AH
+    proposal (`protocol ah;`, the pair's esp_auth, no encryption-algorithm; RFC 4302)."""
     peer = other(side)
+    selectors = selectors or [(INNER_NET[side], INNER_NET[peer])]
+    ts_blocks = "\n".join(
+        f"            traffic-selector ts{i} {{ local-ip {lo}; remote-ip {re_}; }}"
+        for i, (lo, re_) in enumerate(selectors, 1))
+    st0_addrs = " ".join(f"address {_host1(lo)}/{lo.split('/')[1]};" for lo, _ in
+                         dict.fromkeys(selectors))
+    routes = " ".join(f"route {re_} next-hop st0.0;" for re_ in
+                      dict.fromkeys(r for _, r in selectors))
     esp_auth = f"authentication-algorithm {pair.esp_auth};" if pair.esp_auth else ""
+    esp_enc = "" if ipsec_protocol == "ah" else f"encryption-algorithm {pair.esp_enc};"
     pfs = f"perfect-forward-secrecy {{ keys {pair.pfs}; }}" if pair.pfs else ""
     if auth == "psk":
         method, creds = "pre-shared-keys", f'pre-shared-key ascii-text "{psk}";'
@@ -85,9 +99,9 @@ security {{
     }}
     ipsec {{
         proposal esp-{pair.name} {{
-            protocol esp;
+            protocol {ipsec_protocol};
             {esp_auth}
-            encryption-algorithm {pair.esp_enc};
+            {esp_enc}
             lifetime-seconds {esp_lifetime};
             {kb}
         }}
@@ -98,24 +112,39 @@ security {{
         vpn vpn1 {{
             bind-interface st0.0;
             ike {{ gateway gw-peer; ipsec-policy ipsec-pol; }}
-            traffic-selector ts1 {{
-                local-ip {INNER_NET[side]};
-                remote-ip {INNER_NET[peer]};
-            }}
+{ts_blocks}
             establish-tunnels {establish};
         }}
     }}
 }}
-interfaces {{ st0 {{ unit 0 {{ family inet {{ address {INNER_HOST[side]}/24; }} }} }} }}
-routing-options {{ static {{ route {INNER_NET[peer]} next-hop st0.0; }} }}
+interfaces {{ st0 {{ unit 0 {{ family inet {{ {st0_addrs} }} }} }} }}
+routing-options {{ static {{ {routes} }} }}
 """
+
+
+def _host1(prefix: str) -> str:
+    """Host .1 of an inner prefix (the rig's convention)."""
+    import ipaddress
+    return str(next(ipaddress.ip_network(prefix).hosts()))
 
 
 def swanctl(side: str, pair: Pair, *, psk: str = PSK, start: str = "none", dpd: int = 2,
             auth: str = "psk", local_id: Optional[str] = None,
-            remote_id: Optional[str] = None, cert: Optional[str] = None) -> str:
-    """strongSwan's configuration on `side` (connection "gw", child "net")."""
+            remote_id: Optional[str] = None, cert: Optional[str] = None,
+            selectors: Optional[list] = None) -> str:
+    """strongSwan's configuration on `side` (connection "gw", child "net"; with
+    `selectors` [(local, remote), ...] one child per pair: "net", "net2", ...)."""
     peer = other(side)
+    selectors = selectors or [(INNER_NET[side], INNER_NET[peer])]
+    children = "\n".join(f"""
+            net{i if i > 1 else ""} {{
+                local_ts = {lo}
+                remote_ts = {re_}
+                esp_proposals = {pair.swan_esp}
+                mode = tunnel
+                start_action = {start}
+                dpd_action = clear
+            }}""" for i, (lo, re_) in enumerate(selectors, 1))
     lid = local_id or OUTER[side]
     rid = remote_id or OUTER[peer]
     if auth == "psk":
@@ -147,17 +176,43 @@ connections {{
         remote {{
             {remote}
         }}
-        children {{
-            net {{
-                local_ts = {INNER_NET[side]}
-                remote_ts = {INNER_NET[peer]}
-                esp_proposals = {pair.swan_esp}
-                mode = tunnel
-                start_action = {start}
-                dpd_action = clear
-            }}
+        children {{{children}
         }}
     }}
 }}
 {secrets}
+"""
+
+
+def junos_manual(side: str, *, spi: int = 4096, enc: str = "aes-128-cbc",
+                 enc_key: str = "202122232425262728292a2b2c2d2e2f",
+                 auth: Optional[str] = "hmac-sha-256-128",
+                 auth_key: str = "000102030405060708090a0b0c0d0e0f"
+                                 "101112131415161718191a1b1c1d1e1f") -> str:
+    """pyspu's manual-key vpn "man1" on `side` (same SPI and keys both ways, CONFIG.md);
+    the local address comes from `external-interface ge-0/0/0.0`. Test keys only."""
+    peer = other(side)
+    auth_block = (f'authentication {{ algorithm {auth}; key hexadecimal "{auth_key}"; }}'
+                  if auth else "")
+    return f"""
+interfaces {{
+    ge-0/0/0 {{ unit 0 {{ family inet {{ address {OUTER[side]}/24; }} }} }}
+    st0 {{ unit 0 {{ family inet {{ address {INNER_HOST[side]}/24; }} }} }}
+}}
+security {{
+    ipsec {{
+        vpn man1 {{
+            bind-interface st0.0;
+            manual {{
+                gateway {OUTER[peer]};
+                external-interface ge-0/0/0.0;
+                protocol esp;
+                spi {spi};
+                {auth_block}
+                encryption {{ algorithm {enc}; key hexadecimal "{enc_key}"; }}
+            }}
+        }}
+    }}
+}}
+routing-options {{ static {{ route {INNER_NET[peer]} next-hop st0.0; }} }}
 """

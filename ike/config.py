@@ -107,6 +107,8 @@ def _ts(value) -> TrafficSelector:
 
 def _proposals(values, protocol: int) -> tuple[Proposal, ...]:
     out = tuple(v if isinstance(v, Proposal) else parse_proposal(v, protocol) for v in values)
+    if any(p.protocol != protocol for p in out):
+        raise ValueError(f"proposals of another protocol than {Protocol(protocol).name}")
     if not 1 <= len(out) <= MAX_PROPOSALS:
         raise ValueError(f"between 1 and {MAX_PROPOSALS} proposals, not {len(out)}")
     return out
@@ -114,7 +116,8 @@ def _proposals(values, protocol: int) -> tuple[Proposal, ...]:
 
 @dataclass(frozen=True)
 class ChildConfig:
-    """One Child SA (tunnel mode ESP): its proposals and traffic selectors."""
+    """One Child SA (tunnel mode ESP, or AH with `protocol` Protocol.AH / "ah"): its
+    proposals (ike/proposals.py names of that protocol) and traffic selectors."""
     name: str = "child"
     proposals: tuple = ("aes128gcm16", "aes128-sha256")
     local_ts: tuple = ("0.0.0.0/0",)
@@ -124,11 +127,18 @@ class ChildConfig:
     # them (ike/tasks). 0 = no limit. Junos defaults: 3600 s, no kilobyte limit.
     lifetime_seconds: int = 3600
     lifetime_kilobytes: int = 0
+    # RFC 4302 AH instead of ESP (integrity only; never through a NAT, RFC 3948 1)
+    protocol: int = Protocol.ESP
 
     def __post_init__(self):
         if self.lifetime_seconds < 0 or self.lifetime_kilobytes < 0:
             raise ValueError("lifetimes cannot be negative")
-        object.__setattr__(self, "proposals", _proposals(self.proposals, Protocol.ESP))
+        proto = {"esp": Protocol.ESP, "ah": Protocol.AH}.get(self.protocol, self.protocol) \
+            if isinstance(self.protocol, str) else self.protocol
+        if proto not in (Protocol.ESP, Protocol.AH):
+            raise ValueError(f"a Child SA is ESP or AH, not {self.protocol!r}")
+        object.__setattr__(self, "protocol", Protocol(proto))
+        object.__setattr__(self, "proposals", _proposals(self.proposals, self.protocol))
         object.__setattr__(self, "local_ts", tuple(_ts(t) for t in self.local_ts))
         object.__setattr__(self, "remote_ts", tuple(_ts(t) for t in self.remote_ts))
         if not self.local_ts or not self.remote_ts:

@@ -115,6 +115,10 @@ def ike_encr_spec(encr: int, key_bits: int | None) -> EncrSpec:
         return EncrSpec(encr, 32, 4, 1, 8, 16)
     if encr == Encr.DES3 and key_bits in (None, 192):
         return EncrSpec(encr, 24, 0, 8, 8)
+    if encr == Encr.DES and key_bits in (None, 64):
+        # ENCR_DES (RFC 2405): 8-byte key (parity bits included), 8-byte IV and blocks.
+        # Junos still lists des-cbc for IKE (CONFIG.md); it is weak, offer it only on request.
+        return EncrSpec(encr, 8, 0, 8, 8)
     raise ValueError(f"IKE encryption {encr} with {key_bits}-bit key not supported")
 
 
@@ -217,11 +221,15 @@ def _unpadded(data: bytes) -> bytes:
 
 
 class CbcHmacProtector:
-    """AES-CBC or 3DES-CBC with an HMAC ICV over the whole message up to the ICV (3.14)."""
+    """AES-CBC, 3DES-CBC or DES-CBC with an HMAC ICV over the whole message up to the
+    ICV (3.14). Single DES runs as 3DES EDE with K1 = K2 = K3, which is DES itself
+    (`cryptography` has no separate DES; OpenSSL 3 keeps it in the legacy provider)."""
 
     def __init__(self, encr: EncrSpec, enc_key: bytes, integ: int, integ_key: bytes):
         self._spec = encr
-        self._algo = (lambda: TripleDES(enc_key)) if encr.encr == Encr.DES3 else \
+        if encr.encr == Encr.DES:
+            enc_key = enc_key * 3
+        self._algo = (lambda: TripleDES(enc_key)) if encr.encr in (Encr.DES3, Encr.DES) else \
             (lambda: algorithms.AES(enc_key))
         self._integ = INTEG[integ]
         self._integ_key = integ_key

@@ -57,6 +57,7 @@ class Tunnel:
     lifetime_s: int = 0
     lifetime_kb: int = 0
     ike_sa: Optional[bytes] = None  # None for manual keys
+    child: str = ""                 # its ChildConfig's name (one per traffic selector)
 
 
 @dataclass
@@ -170,9 +171,6 @@ class Gateway:
         for name, gw in self.config.ike_gateways.items():
             if gw.version == "v1-only":
                 raise ControlError(f"gateway {name}: IKEv1 (version v1-only) is not supported yet")
-        for name, vpn in self.config.vpns.items():
-            if vpn.protocol != "esp":
-                raise ControlError(f"vpn {name}: AH with IKE is not supported yet; use esp")
 
     def _ike_config(self, name: str):
         """The gateway's IKEConfig, carrying every Child config of the VPNs bound to it (the
@@ -283,7 +281,8 @@ class Gateway:
                    event.spi_in, event.spi_out, h_in, None, event.inbound, event.outbound,
                    event.proposal, now,
                    child_cfg.lifetime_seconds if child_cfg else 0,
-                   child_cfg.lifetime_kilobytes if child_cfg else 0, event.ike_sa)
+                   child_cfg.lifetime_kilobytes if child_cfg else 0, event.ike_sa,
+                   child=event.name)
         self.tunnels[event.spi_in] = t
         if vpn in self.vpns:
             self.vpns[vpn].tunnels.append(event.spi_in)
@@ -357,7 +356,7 @@ class Gateway:
         if existing is not None and existing.established:
             vpn.conn = existing
             log.info("vpn %s: new Child SA(s) over IKE SA %s", vpn.name, existing.spi.hex())
-            for child in vpn.children:
+            for child in self._missing_children(vpn):
                 self.daemon.call(lambda t, c=child: existing.create_child(c, t))
             return
         cfg = self._gw_configs[vpn.gateway]
@@ -393,10 +392,17 @@ class Gateway:
                     and self._wants_initiation(v, now):
                 self._initiate(v, now)
 
+    def _missing_children(self, v: VPNState) -> list:
+        """The VPN's Child configs (traffic selectors) without an installed SA: all of them
+        when it is down, one when the peer deleted (or a lifetime ended) only that one."""
+        up = {self.tunnels[s].child for s in v.tunnels if s in self.tunnels}
+        return [c for c in v.children if c.name not in up]
+
     def _wants_initiation(self, v: VPNState, now: float) -> bool:
-        """No Child SA, not backing off, and no IKE SA with its gateway still negotiating
-        (an established one gets CREATE_CHILD_SA, e.g. after a hard lifetime ran out)."""
-        if v.tunnels or now < v.retry_at:
+        """A Child SA missing, not backing off, and no IKE SA with its gateway still
+        negotiating (an established one gets CREATE_CHILD_SA for the missing ones, e.g.
+        after a hard lifetime ran out or the peer deleted one of several selectors)."""
+        if not self._missing_children(v) or now < v.retry_at:
             return False
         conn = self._conn_to(v.gateway)
         return conn is None or conn.established
@@ -450,7 +456,7 @@ class Gateway:
 
     def _req_initiate(self, req: dict):
         v = self._vpn(req)
-        if v.tunnels:
+        if not self._missing_children(v):
             return f"vpn {v.name} is up"
         self._initiate(v, self.daemon.now)
         return f"initiating vpn {v.name}"

@@ -13,7 +13,7 @@ from typing import NamedTuple, Optional
 
 #: None: the name is Junos's, but IKE here cannot run it (ike/crypto.ike_encr_spec).
 IKE_ENCRYPTION: dict[str, Optional[str]] = {
-    "des-cbc": None, "3des-cbc": "3des",
+    "des-cbc": "des", "3des-cbc": "3des",
     "aes-128-cbc": "aes128", "aes-192-cbc": "aes192", "aes-256-cbc": "aes256",
     "aes-128-gcm": "aes128gcm16", "aes-256-gcm": "aes256gcm16",
 }
@@ -124,7 +124,8 @@ def esp_proposal_text(encryption: Optional[str], authentication: Optional[str],
 
 
 def ah_proposal_text(authentication: Optional[str], pfs_group: Optional[str]) -> str:
-    """An AH proposal in the same spelling (recorded for the runtime to refuse clearly)."""
+    """The parse_proposal string (Protocol.AH) of one Junos AH proposal, the PFS group
+    appended: integrity only (RFC 7296 3.3.3)."""
     if authentication is None:
         raise ValueError("AH needs authentication-algorithm")
     words = [IPSEC_AUTHENTICATION[authentication]]

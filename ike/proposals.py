@@ -7,6 +7,7 @@ Proposals are written the way strongSwan's `proposals =` / `esp_proposals =` spe
     parse_proposal("aes256gcm16-prfsha384-ecp384", Protocol.IKE)
     parse_proposal("aes128gcm16", Protocol.ESP)          # ESN transform "no ESN" implied
     parse_proposal("aes128-sha1-esn", Protocol.ESP)
+    parse_proposal("sha256-modp2048", Protocol.AH)       # AH: integrity (+ PFS group, ESN)
 
 In an IKE proposal an integrity keyword without an explicit `prf...` also names the PRF of
 the same hash; with an AEAD cipher it names only the PRF (as strongSwan reads it). The
@@ -86,6 +87,8 @@ def parse_proposal(text: str, protocol: int) -> Proposal:
             esns.append(Transform(T.ESN, ESN.YES if word == "esn" else ESN.NO))
         else:
             raise ValueError(f"proposal {text!r}: unknown keyword {word!r}")
+    if protocol == Protocol.AH:
+        return _ah_proposal(text, encrs, integs, prfs, dhs, esns)
     if not encrs:
         raise ValueError(f"proposal {text!r}: no encryption algorithm")
     aead = {t.id in _AEADS for t in encrs}
@@ -116,12 +119,31 @@ def parse_proposal(text: str, protocol: int) -> Proposal:
             raise ValueError(f"proposal {text!r}: ESP without integrity is refused")
         esns = esns or [Transform(T.ESN, ESN.NO)]
     else:
-        raise ValueError("only IKE and ESP proposals are supported")
+        raise ValueError("only IKE, ESP and AH proposals are supported")
+    _check_groups(text, dhs)
+    transforms = _dedupe(encrs + prfs + integs + dhs + esns)
+    return Proposal(0, protocol, b"", tuple(transforms))
+
+
+def _check_groups(text: str, dhs: list[Transform]) -> None:
     for t in dhs:
         if t.id not in SUPPORTED_GROUPS:
             raise ValueError(f"proposal {text!r}: DH group {t.id} unsupported")
-    transforms = _dedupe(encrs + prfs + integs + dhs + esns)
-    return Proposal(0, protocol, b"", tuple(transforms))
+
+
+def _ah_proposal(text: str, encrs: list, integs: list, prfs: list, dhs: list,
+                 esns: list) -> Proposal:
+    """RFC 7296 3.3.3: AH takes INTEG (mandatory), optional DH (PFS in CREATE_CHILD_SA)
+    and ESN; no ENCR and no PRF."""
+    if encrs:
+        raise ValueError(f"proposal {text!r}: AH has no encryption algorithm")
+    if prfs:
+        raise ValueError(f"proposal {text!r}: a PRF is an IKE transform")
+    if not integs:
+        raise ValueError(f"proposal {text!r}: AH needs an integrity algorithm")
+    _check_groups(text, dhs)
+    esns = esns or [Transform(T.ESN, ESN.NO)]
+    return Proposal(0, Protocol.AH, b"", tuple(_dedupe(integs + dhs + esns)))
 
 
 def _dedupe(ts: list[Transform]) -> list[Transform]:
@@ -329,6 +351,29 @@ def esp_algorithms(p: Proposal) -> ESPAlgorithms:
         name, klen = fixed[encr.id]
         return ESPAlgorithms(name, klen, auth, auth_len, None, icv, use_esn)
     raise ValueError(f"ESP encryption {encr.id} ({bits} bits) not supported")
+
+
+def ah_algorithms(p: Proposal) -> ESPAlgorithms:
+    """A selected AH proposal (RFC 4302) in the engine's terms: integrity only, so `enc`
+    and `aead` are None and enc_key_len 0 (2.17: AH takes only integrity keys).
+    ValueError if the engine cannot run it."""
+    if transform(p, T.ENCR) is not None:
+        raise ValueError("AH proposal with an ENCR transform (RFC 7296 3.3.3)")
+    integ, esn = transform(p, T.INTEG), transform(p, T.ESN)
+    if integ is None or integ.id not in _ESP_INTEG:
+        raise ValueError("AH proposal needs a supported integrity algorithm")
+    auth, auth_len, icv = _ESP_INTEG[integ.id]
+    use_esn = esn is not None and esn.id == ESN.YES
+    return ESPAlgorithms(None, 0, auth, auth_len, None, icv, use_esn)
+
+
+def child_algorithms(p: Proposal) -> ESPAlgorithms:
+    """esp_algorithms or ah_algorithms, by the proposal's protocol."""
+    if p.protocol == Protocol.AH:
+        return ah_algorithms(p)
+    if p.protocol != Protocol.ESP:
+        raise ValueError(f"Child SA protocol {p.protocol} is neither ESP nor AH")
+    return esp_algorithms(p)
 
 
 def esp_keymat_lengths(alg: ESPAlgorithms) -> tuple[int, int]:

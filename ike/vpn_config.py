@@ -88,7 +88,7 @@ class IPsecVPN:
     bind_interface: str             # "st0.N"
     bind_unit: int
     establish: str                  # "immediately" | "on-traffic"
-    protocol: str                   # "esp" | "ah" (ChildConfig is ESP only: AH has none)
+    protocol: str                   # "esp" | "ah" (the children's ChildConfig.protocol)
     proposals: tuple[str, ...]      # ESP/AH proposal strings, the PFS group appended
     pfs_group: Optional[int]        # IANA DH group number, None without PFS
     children: tuple[ChildConfig, ...]
@@ -443,14 +443,13 @@ class _Builder:
         window = sec.get("anti-replay-window-size", REPLAY_WINDOW)
         seconds = min(p.lifetime for p in proposals)
         kbytes = min((p.kilobytes for p in proposals if p.kilobytes), default=0)
-        children = () if protocol == "ah" else self.children(sec, texts, window, seconds,
-                                                              kbytes)
+        children = self.children(sec, texts, window, seconds, kbytes, protocol)
         return IPsecVPN(name, ike.get("gateway"), pol_name, f"st0.{unit}", unit,
                         sec.get("establish-tunnels", "on-traffic"), protocol, texts,
                         DH_GROUPS[pfs][0] if pfs else None, children, window, sec.line)
 
     def children(self, sec: Section, texts: tuple, window: int, seconds: int,
-                 kbytes: int) -> tuple[ChildConfig, ...]:
+                 kbytes: int, protocol: str = "esp") -> tuple[ChildConfig, ...]:
         selectors = sec.sections("traffic-selector")
         pairs = []
         for ts_name, ts in selectors.items():
@@ -468,7 +467,7 @@ class _Builder:
         for child_name, local, remote, line in pairs:
             try:
                 out.append(ChildConfig(child_name, texts, (str(local),), (str(remote),),
-                                       window, seconds, kbytes))
+                                       window, seconds, kbytes, protocol))
             except ValueError as err:
                 raise self.error(line, f"{sec.path}: {err}") from None
         return tuple(out)

@@ -21,7 +21,7 @@ from engine.algorithms import AUTHS, CIPHERS
 from engine.sa import MODE_TUNNEL, PROTO_AH, PROTO_ESP
 from ike import junos_algorithms as ja
 from ike.config import ChildConfig, Identity
-from ike.constants import Protocol
+from ike.constants import ESN, Integ, Protocol, TransformType
 from ike.junos import ConfigError, Node, parse
 from ike.proposals import esp_algorithms, parse_proposal
 from ike.vpn_config import load_gateway_config, parse_gateway_config
@@ -260,8 +260,6 @@ SEMANTIC_ERRORS = [
      "unknown statement 'dh-grop' in security ike proposal P1 (did you mean 'dh-group'?)"),
     ("dh-group group14;", "dh-group group13;", "group13", "dh-group: 'group13' is not one of"),
     ("            dh-group group14;\n", "", "proposal P1", "missing dh-group"),
-    ("encryption-algorithm aes-128-cbc;", "encryption-algorithm des-cbc;", "des-cbc",
-     "des-cbc is not supported for IKE"),
     ("            authentication-algorithm sha-256;\n", "", "encryption-algorithm aes-128-cbc",
      "authentication-algorithm is required with aes-128-cbc"),
     ("proposals P1;", "proposals [ P1 P9 ];", "proposals [ P1 P9 ]",
@@ -461,10 +459,6 @@ def test_tables_cover_exactly_config_md_names():
 def test_every_ike_combination_parses(enc):
     for auth in IKE_AUTH + [None]:
         for dh in DH:
-            if enc == "des-cbc":
-                with pytest.raises(ValueError, match="not supported for IKE"):
-                    ja.ike_proposal_text(enc, auth, dh)
-                continue
             if auth is None and enc not in ja.IKE_AEAD:
                 with pytest.raises(ValueError, match="required"):
                     ja.ike_proposal_text(enc, auth, dh)
@@ -517,7 +511,13 @@ def test_ah_vpn_is_parsed_and_says_ah():
     text = edit("            protocol esp;\n            encryption-algorithm aes-128-gcm;",
                 "            protocol ah;\n            authentication-algorithm hmac-sha-256-128;")
     vpn = load(text).vpns["V"]
-    assert vpn.protocol == "ah" and vpn.children == () and vpn.proposals == ("sha256",)
+    assert vpn.protocol == "ah" and vpn.proposals == ("sha256",)
+    # AH children: protocol AH, RFC 7296 3.3.3 transforms (INTEG + ESN, no ENCR)
+    assert vpn.children and all(c.protocol == Protocol.AH for c in vpn.children)
+    (prop,) = vpn.children[0].proposals
+    assert prop.protocol == Protocol.AH
+    assert [(t.type, t.id) for t in prop.transforms] == [
+        (TransformType.INTEG, Integ.HMAC_SHA2_256_128), (TransformType.ESN, ESN.NO)]
 
 
 def test_v1_only_is_carried():

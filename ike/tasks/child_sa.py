@@ -5,14 +5,22 @@ CREATE_CHILD_SA): the SA/TS payloads, the responder's choice, the keys (RFC 7296
 Direction of the keys: KEYMAT's first half (encr_i, integ_i) protects traffic from the
 initiator of the exchange to its responder, so it keys the initiator's outbound SA and
 the responder's inbound SA; the second half the reverse.
+
+ESP or AH (RFC 4302), as the ChildConfig says: an AH Child SA's proposals carry protocol
+AH with 4-byte SPIs and only INTEG (+ DH, ESN) transforms (3.3.3); its KEYMAT holds only
+integrity keys, integ_i then integ_r (2.17). AH cannot cross a NAT (RFC 3948 encapsulates
+ESP only, and the ICV covers the addresses a NAT rewrites): with a NAT detected on the IKE
+SA an AH Child SA is refused with NO_PROPOSAL_CHOSEN (responder) or not installed and
+deleted (initiator), and the reason is logged.
 """
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import Optional
 
-from engine.sa import MODE_TUNNEL, PROTO_ESP, SAConfig
+from engine.sa import MODE_TUNNEL, PROTO_AH, PROTO_ESP, SAConfig
 
 from ..config import ChildConfig
 from ..constants import Notify, Protocol
@@ -22,13 +30,30 @@ from ..lifetimes import byte_limits, times
 from ..ike_sa import IKESA, ChildSA
 from ..messages import Message
 from ..payloads import Proposal, SAPayload, TrafficSelector, TSiPayload, TSrPayload
-from ..proposals import ESPAlgorithms, describe, esp_algorithms, numbered, select_proposal
+from ..proposals import ESPAlgorithms, child_algorithms, describe, numbered, select_proposal
 from ..ts import narrow_pair, to_selector
 
 #: error notifies that concern only the Child SA; the IKE SA survives them (2.21.3)
 CHILD_ERRORS = (Notify.NO_PROPOSAL_CHOSEN, Notify.TS_UNACCEPTABLE, Notify.SINGLE_PAIR_REQUIRED,
                 Notify.INTERNAL_ADDRESS_FAILURE, Notify.FAILED_CP_REQUIRED,
                 Notify.NO_ADDITIONAL_SAS, Notify.INVALID_SELECTORS, Notify.TEMPORARY_FAILURE)
+
+log = logging.getLogger("ike")
+
+
+def ike_protocol(child: ChildSA) -> Protocol:
+    """The RFC 7296 Protocol ID (N, D payloads) of an established Child SA."""
+    return Protocol.AH if child.inbound.proto == PROTO_AH else Protocol.ESP
+
+
+def ah_behind_nat(sa: IKESA, protocol: int, name: str) -> bool:
+    """True (and a log line) if `protocol` is AH while a NAT sits between the peers."""
+    if protocol != Protocol.AH or not sa.nat:
+        return False
+    log.warning("IKE SA %s: Child SA %s refused: AH cannot cross the NAT detected between "
+                "the peers (RFC 3948 carries only ESP in UDP); use ESP", sa.our_spi.hex(),
+                name or "(requested)")
+    return True
 
 
 def request_payloads(child: ChildConfig, spi: bytes) -> list:
@@ -53,14 +78,16 @@ class ChildRefused(Exception):
 
 
 def choose(children, msg: Message, drop_dh: bool = True,
-           prefer_dh: Optional[int] = None) -> ChildChoice:
+           prefer_dh: Optional[int] = None, sa: Optional[IKESA] = None) -> ChildChoice:
     """Responder: the first Child SA config whose proposals and selectors fit the request
     (2.9 narrowing; DH transforms ignored in IKE_AUTH, 1.2, and matched in
-    CREATE_CHILD_SA with drop_dh=False). Raises ChildRefused."""
+    CREATE_CHILD_SA with drop_dh=False). With `sa`, AH configs are passed over when a NAT
+    was detected. Raises ChildRefused."""
     sa_p, tsi, tsr = msg.get(SAPayload), msg.get(TSiPayload), msg.get(TSrPayload)
     if sa_p is None or tsi is None or tsr is None:
         raise ChildRefused(Notify.INVALID_SYNTAX)
-    theirs = [p for p in sa_p.proposals if p.protocol == Protocol.ESP and len(p.spi) == 4]
+    theirs = [p for p in sa_p.proposals
+              if p.protocol in (Protocol.ESP, Protocol.AH) and len(p.spi) == 4]
     refusal = Notify.NO_PROPOSAL_CHOSEN
     for child in children:
         chosen = select_proposal(child.proposals, theirs, drop_dh=drop_dh,
@@ -68,8 +95,10 @@ def choose(children, msg: Message, drop_dh: bool = True,
         if chosen is None:
             continue
         try:
-            esp_algorithms(chosen)
+            child_algorithms(chosen)
         except ValueError:
+            continue
+        if sa is not None and ah_behind_nat(sa, chosen.protocol, child.name):
             continue
         pair = narrow_pair(tsi.selectors, tsr.selectors, child.remote_ts, child.local_ts)
         if pair is None:
@@ -81,22 +110,29 @@ def choose(children, msg: Message, drop_dh: bool = True,
 
 def _sa_configs(sa: IKESA, alg: ESPAlgorithms, keys: ChildKeys, exchange_initiator: bool,
                 spi_in: bytes, spi_out: bytes, local_ts: TrafficSelector,
-                remote_ts: TrafficSelector, replay_window: int) -> tuple[SAConfig, SAConfig]:
+                remote_ts: TrafficSelector, replay_window: int,
+                ah: bool = False) -> tuple[SAConfig, SAConfig]:
     local = ipaddress.ip_address(sa.local_addr[0])
     remote = ipaddress.ip_address(sa.remote_addr[0])
     out_keys = (keys.encr_i, keys.integ_i) if exchange_initiator else (keys.encr_r, keys.integ_r)
     in_keys = (keys.encr_r, keys.integ_r) if exchange_initiator else (keys.encr_i, keys.integ_i)
     # RFC 3948 / 7296 2.23: ESP in UDP on the IKE SA's NAT-T ports once a NAT was seen.
+    # AH is never encapsulated: the exchanges refuse it behind a NAT first (ah_behind_nat).
+    if ah and sa.nat:
+        raise ValueError("an AH Child SA behind a NAT")
     encap = sa.nat
     lport, rport = sa.local_port, sa.remote_addr[1]
 
     def cfg(src, dst, spi, ekey, akey, sel, sport, dport) -> SAConfig:
-        common = dict(src=src, dst=dst, proto=PROTO_ESP, spi=int.from_bytes(spi, "big"),
+        common = dict(src=src, dst=dst, proto=PROTO_AH if ah else PROTO_ESP,
+                      spi=int.from_bytes(spi, "big"),
                       mode=MODE_TUNNEL, replay_window=replay_window, esn=alg.esn,
                       icv_bits=alg.icv_bits, sel=sel,
                       encap_sport=sport if encap else None, encap_dport=dport if encap else None)
         if alg.aead:
             return SAConfig(aead=alg.aead, aead_key=ekey, **common)
+        if ah:
+            return SAConfig(auth=alg.auth, auth_key=akey, **common)
         return SAConfig(enc=alg.enc, enc_key=ekey, auth=alg.auth, auth_key=akey, **common)
 
     outbound = cfg(local, remote, spi_out, *out_keys, to_selector(local_ts, remote_ts),
@@ -115,11 +151,12 @@ def establish(sa: IKESA, child: ChildConfig, proposal: Proposal, spi_in: bytes, 
     lifetimes (2.8) and emit ChildSAEstablished, or ChildSARekeyed when it `replaces` an
     old one (CREATE_CHILD_SA). announce=False records it without an event (the redundant
     SA of a rekey collision, 2.8.1, deleted at once)."""
-    alg = esp_algorithms(proposal)
+    alg = child_algorithms(proposal)
     keys = derive_child_keys(sa.alg.prf, sa.keys.sk_d, nonce_i, nonce_r, alg.enc_key_len,
                              alg.auth_key_len, g_ir_new)
     inbound, outbound = _sa_configs(sa, alg, keys, exchange_initiator, spi_in, spi_out,
-                                    local_ts, remote_ts, child.replay_window)
+                                    local_ts, remote_ts, child.replay_window,
+                                    ah=proposal.protocol == Protocol.AH)
     record = ChildSA(child.name, spi_in, spi_out, inbound, outbound, local_ts, remote_ts,
                      describe(proposal), child, pfs_group)
     record.rekey_at, record.expire_at = times(sa.now, child.lifetime_seconds, sa.random_bytes)

@@ -35,10 +35,11 @@ from ..lifetimes import retry_at
 from ..messages import Message
 from ..payloads import (KEPayload, NoncePayload, NotifyPayload, Proposal, SAPayload,
                         TSiPayload, TSrPayload)
-from ..proposals import accept_selected, dh_groups, esp_algorithms, numbered, transform
+from ..proposals import accept_selected, child_algorithms, dh_groups, numbered, transform
 from ..ts import accept_narrowed, compatible
 from .base import Status, Task
-from .child_sa import CHILD_ERRORS, ChildChoice, ChildRefused, choose, establish, find_by_outbound
+from .child_sa import (CHILD_ERRORS, ChildChoice, ChildRefused, ah_behind_nat, choose, establish,
+                       find_by_outbound, ike_protocol)
 from .informational import DeleteChild
 from .rekey_ike import RekeyIKE, RekeyIKEResponder, lowest_nonce_in
 
@@ -57,7 +58,7 @@ def _dh_of(p: Proposal) -> int:
 def delete_child(sa: IKESA, child: ChildSA) -> None:
     """Queue our Delete of a Child SA (marked, so a rekey of it is refused meanwhile)."""
     child.deleting = True
-    sa.pending.append(DeleteChild(sa, [child.spi_in]))
+    sa.pending.append(DeleteChild(sa, [child.spi_in], ike_protocol(child)))
 
 
 class CreateChild(Task):
@@ -102,7 +103,7 @@ class CreateChild(Task):
         self.nonce = sa.random_bytes(sa.config.nonce_len)
         if self.rekey is not None:
             # 1.3.3: the SPI we receive the old SA's traffic on
-            msg.payloads.append(NotifyPayload(Notify.REKEY_SA, b"", Protocol.ESP,
+            msg.payloads.append(NotifyPayload(Notify.REKEY_SA, b"", ike_protocol(self.rekey),
                                               self.rekey.spi_in))
             tsi, tsr = (self.rekey.local_ts,), (self.rekey.remote_ts,)
         else:
@@ -139,7 +140,7 @@ class CreateChild(Task):
 
     def _refuse_answer(self, notify: int, why: str) -> Status:
         """The peer made an SA we cannot use: delete it there (2.21.3)."""
-        self.sa.pending.append(DeleteChild(self.sa, [self.spi_in]))
+        self.sa.pending.append(DeleteChild(self.sa, [self.spi_in], self.config.protocol))
         return self._failed(notify, False, why)
 
     def process(self, msg: Message) -> Status:
@@ -165,13 +166,15 @@ class CreateChild(Task):
         if sa_p is None or nonce is None or tsi is None or tsr is None:
             return self._refuse_answer(Notify.INVALID_SYNTAX, "response lacks SA, Nr or TS")
         chosen = sa_p.proposals[0] if len(sa_p.proposals) == 1 else None
-        if chosen is None or chosen.protocol != Protocol.ESP or len(chosen.spi) != 4 \
+        if chosen is None or chosen.protocol != cfg.protocol or len(chosen.spi) != 4 \
                 or not accept_selected(cfg.proposals, chosen):
             return self._refuse_answer(Notify.NO_PROPOSAL_CHOSEN, "unacceptable proposal")
         try:
-            esp_algorithms(chosen)
+            child_algorithms(chosen)
         except ValueError as err:
             return self._refuse_answer(Notify.NO_PROPOSAL_CHOSEN, str(err))
+        if ah_behind_nat(sa, chosen.protocol, cfg.name):
+            return self._refuse_answer(Notify.NO_PROPOSAL_CHOSEN, "AH behind a NAT")
         if _dh_of(chosen) != self.group or (self.group and (ke is None or ke.group != self.group)):
             return self._refuse_answer(Notify.INVALID_KE_PAYLOAD, "DH group mismatch")
         g_ir = b""
@@ -205,7 +208,7 @@ class CreateChild(Task):
             record = establish(sa, cfg, chosen, self.spi_in, chosen.spi, local, remote, True,
                                self.nonce, nonce_r, g_ir, announce=False)
             sa.children.pop(record.spi_in, None)
-            sa.pending.append(DeleteChild(sa, [self.spi_in]))
+            sa.pending.append(DeleteChild(sa, [self.spi_in], cfg.protocol))
             return Status.SUCCESS
         if self.collided is not None:
             log.info("Child SA %s rekey collision: ours (%08x) stands", cfg.name,
@@ -257,7 +260,8 @@ class CreateChildResponder(Task):
         rekey = msg.notify(Notify.REKEY_SA)
         if rekey is not None:
             self.old = find_by_outbound(sa, rekey.spi)
-            if self.old is None or self.old.config is None:
+            if self.old is None or self.old.config is None \
+                    or rekey.protocol != ike_protocol(self.old):
                 raise ProtocolError(Notify.CHILD_SA_NOT_FOUND, "no such Child SA",
                                     b"") from None
             if self.old.deleting or (self.old.replaced and not self._colliding()):
@@ -267,7 +271,7 @@ class CreateChildResponder(Task):
             configs = list(sa.config.children)
         try:
             self.choice = choose(configs, msg, drop_dh=False,
-                                 prefer_dh=ke.group if ke is not None else None)
+                                 prefer_dh=ke.group if ke is not None else None, sa=sa)
         except ChildRefused as refused:
             if rekey is None:
                 sa.emit(ChildSAFailed(sa.our_spi, "", refused.notify, False)
@@ -275,7 +279,7 @@ class CreateChildResponder(Task):
                         else NoProposalChosen(sa.our_spi, True, False, None))
             raise ProtocolError(refused.notify, "Child SA refused") from None
         try:
-            esp_algorithms(self.choice.proposal)
+            child_algorithms(self.choice.proposal)
         except ValueError:
             raise ProtocolError(Notify.NO_PROPOSAL_CHOSEN, "unusable proposal") from None
         group = _dh_of(self.choice.proposal)
@@ -309,7 +313,7 @@ class CreateChildResponder(Task):
             g_ir = dh.shared_secret(self.peer_ke.data)     # ProtocolError(INVALID_SYNTAX)
         spi_in = sa.new_spi(4)
         nonce_r = sa.random_bytes(sa.config.nonce_len)
-        answer = Proposal(c.proposal.num, Protocol.ESP, spi_in, c.proposal.transforms)
+        answer = Proposal(c.proposal.num, c.proposal.protocol, spi_in, c.proposal.transforms)
         msg.payloads += [SAPayload((answer,)), NoncePayload(nonce_r)]
         if dh is not None:
             msg.payloads.append(KEPayload(group, dh.public_bytes()))

@@ -20,7 +20,7 @@ import logging
 from typing import Optional
 
 from ..config import ChildConfig, IKEConfig, Identity
-from ..constants import Exchange, Notify, Protocol, notify_name
+from ..constants import Exchange, Notify, notify_name
 from ..errors import ParseError, ProtocolError
 from ..events import (AuthenticationFailed, ChildSAFailed, IKESADeleted, IKESAEstablished,
                       NoProposalChosen)
@@ -29,10 +29,11 @@ from ..messages import Message
 from ..payloads import (AuthPayload, IDiPayload, IDrPayload, NotifyPayload, Proposal,
                         SAPayload, TSiPayload, TSrPayload)
 from ..peer_auth import certreq, our_auth, peer_auth_error
-from ..proposals import accept_selected, describe, esp_algorithms
+from ..proposals import accept_selected, child_algorithms, describe
 from ..ts import accept_narrowed, compatible
 from .base import Status, Task
-from .child_sa import CHILD_ERRORS, ChildChoice, ChildRefused, choose, establish, request_payloads
+from .child_sa import (CHILD_ERRORS, ChildChoice, ChildRefused, ah_behind_nat, choose,
+                       establish, request_payloads)
 from .informational import DeleteChild, NotifyError
 
 
@@ -136,13 +137,16 @@ class IkeAuthInitiator(Task):
             _child_refused(sa, child.name, Notify.INVALID_SYNTAX, False)
         else:
             chosen = sa_p.proposals[0]
-            ok = len(sa_p.proposals) == 1 and chosen.protocol == Protocol.ESP \
+            ok = len(sa_p.proposals) == 1 and chosen.protocol == child.protocol \
+                and len(chosen.spi) == 4 \
                 and accept_selected(child.proposals, chosen, drop_dh=True)
             if ok:
                 try:
-                    esp_algorithms(chosen)
+                    child_algorithms(chosen)
                 except ValueError:
                     ok = False
+            if ok and ah_behind_nat(sa, chosen.protocol, child.name):
+                ok = False
             if not ok:
                 _child_refused(sa, child.name, Notify.NO_PROPOSAL_CHOSEN, False)
             else:
@@ -155,7 +159,7 @@ class IkeAuthInitiator(Task):
                               sa.nonce_i, sa.nonce_r)
                     return
         # The responder may hold a Child SA we refuse: delete it (2.21.3).
-        sa.pending.append(DeleteChild(sa, [self.spi_in]))
+        sa.pending.append(DeleteChild(sa, [self.spi_in], child.protocol))
 
 
 class IkeAuthResponder(Task):
@@ -203,7 +207,7 @@ class IkeAuthResponder(Task):
         _established(sa)
         if msg.get(SAPayload) is not None or msg.get(TSiPayload) is not None:
             try:
-                self.choice = choose(sa.config.children, msg)
+                self.choice = choose(sa.config.children, msg, sa=sa)
             except ChildRefused as refused:
                 self.child_error = refused.notify
                 _child_refused(sa, "", refused.notify, False)
@@ -216,7 +220,8 @@ class IkeAuthResponder(Task):
         if self.choice is not None:
             c = self.choice
             spi_in = sa.new_spi(4)
-            answer = Proposal(c.proposal.num, Protocol.ESP, spi_in, c.proposal.transforms)
+            answer = Proposal(c.proposal.num, c.proposal.protocol, spi_in,
+                              c.proposal.transforms)
             msg.payloads += [SAPayload((answer,)), TSiPayload((c.tsi,)), TSrPayload((c.tsr,))]
             establish(sa, c.config, answer, spi_in, c.proposal.spi, c.tsr, c.tsi, False,
                       sa.nonce_i, sa.nonce_r)

@@ -5,8 +5,8 @@
 
 - Deleting the IKE SA (1.4.1): D(IKE); the answer is empty; both sides close it, and its
   Child SAs with it.
-- Deleting Child SAs (1.4.1): D(ESP, SPIs of our inbound SAs); the peer answers with the
-  SPIs of its inbound SAs of the same pairs.
+- Deleting Child SAs (1.4.1): D(ESP or AH, SPIs of our inbound SAs); the peer answers with
+  the SPIs of its inbound SAs of the same pairs, one Delete payload per protocol (3.11).
 - Liveness / DPD (2.4): an empty request; any authentic answer proves the peer alive.
 - AUTHENTICATION_FAILED from an initiator whose check of the responder failed (2.21.2):
   sent once, not waited for.
@@ -19,11 +19,17 @@ from ..ike_sa import IKESA, State
 from ..messages import Message
 from ..payloads import DeletePayload, NotifyPayload
 from .base import Status, Task
-from .child_sa import find_by_outbound
+from .child_sa import find_by_outbound, ike_protocol
 
 
 def _u32(spi: bytes) -> int:
     return int.from_bytes(spi, "big")
+
+
+def _deletes(spis_by_protocol: dict) -> list[DeletePayload]:
+    """One Delete payload per Child SA protocol, ESP first (3.11: one protocol each)."""
+    return [DeletePayload(proto, tuple(spis)) for proto, spis in
+            sorted(spis_by_protocol.items(), key=lambda kv: kv[0] != Protocol.ESP) if spis]
 
 
 class DeleteIKE(Task):
@@ -42,12 +48,21 @@ class DeleteIKE(Task):
 class DeleteChild(Task):
     exchange = Exchange.INFORMATIONAL
 
-    def __init__(self, sa: IKESA, spis_in: list[bytes]):
+    """Delete our inbound SPIs `spis_in`. Their protocol is the recorded Child SA's, else
+    `protocol` (an SA the peer made but we never recorded: a refused or redundant one)."""
+
+    def __init__(self, sa: IKESA, spis_in: list[bytes], protocol: int = Protocol.ESP):
         super().__init__(sa)
         self.spis_in = list(spis_in)
+        self.protocol = protocol
 
     def build(self, msg: Message) -> Status:
-        msg.payloads.append(DeletePayload(Protocol.ESP, tuple(self.spis_in)))
+        by_protocol: dict = {}
+        for spi in self.spis_in:
+            child = self.sa.children.get(spi)
+            proto = ike_protocol(child) if child is not None else self.protocol
+            by_protocol.setdefault(proto, []).append(spi)
+        msg.payloads += _deletes(by_protocol)
         return Status.SUCCESS
 
     def process(self, msg: Message) -> Status:
@@ -100,10 +115,11 @@ class InformationalResponder(Task):
         for d in msg.all(DeletePayload):
             if d.protocol == Protocol.IKE:
                 self.delete_ike = True
-            elif d.protocol == Protocol.ESP:
+            elif d.protocol in (Protocol.ESP, Protocol.AH):
                 for spi in d.spis:             # the peer's inbound = our outbound SPIs
                     child = find_by_outbound(self.sa, spi)
-                    if child is not None and child not in self.children:
+                    if child is not None and child not in self.children \
+                            and ike_protocol(child) == d.protocol:
                         self.children.append(child)
         self.auth_failed = msg.notify(Notify.AUTHENTICATION_FAILED) is not None
         return Status.SUCCESS
@@ -122,6 +138,8 @@ class InformationalResponder(Task):
                 sa.children.pop(child.spi_in, None)
                 sa.emit(ChildSADeleted(sa.our_spi, child.name, _u32(child.spi_in),
                                        _u32(child.spi_out), True))
-            msg.payloads.append(DeletePayload(Protocol.ESP,
-                                              tuple(c.spi_in for c in self.children)))
+            by_protocol: dict = {}
+            for c in self.children:
+                by_protocol.setdefault(ike_protocol(c), []).append(c.spi_in)
+            msg.payloads += _deletes(by_protocol)
         return Status.SUCCESS
