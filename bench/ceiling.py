@@ -6,7 +6,8 @@ same arguments, so that the bench can
 
 - time the crypto pass alone on op rows prepared once (`crypto`): the ceiling, i.e. the
   engine's own native crypto on the same packets with no IPsec work around it, and
-- time each pass separately (`profile_round`) for `spu bench --profile`.
+- time each pass separately for `spu bench --profile` (bench/stages.py runs these passes
+  beside its prefix kernels; `profile_round` is the plain three-pass split).
 
 Nothing here changes the engine. If Engine.encrypt/decrypt change their sequence of calls,
 mirror it here; tests/test_bench_smoke.py checks that the staged passes produce the same

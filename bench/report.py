@@ -11,6 +11,10 @@ header, ESP header, IV, padding, trailer and ICV included), in either direction.
 workers is 1 for the in-process engine; a record with workers N > 1 (`--workers 1,N`) is
 SpuCluster with N worker processes (worker_record): mpps_min/mpps_max null, repeats = its
 rounds, ceiling_* = one core's ceiling from the 1-worker record, baselines null.
+profile (--profile, else null): bench/stages.py's stages, parse_lookup_ns, replay_ns,
+crypto_ns, headers_ns, dispatch_ns, io_ns, adding up to total_ns (engine_ns + io_ns) within
+clamped_ns, with percent, the passes and their call costs; on a workers N > 1 record,
+handoff_profile's inprocess_ns, one_worker_ns, handoff_ns, workers_ns.
 """
 from __future__ import annotations
 
@@ -33,13 +37,7 @@ def record(suite, size, direction: str, batch: int, meta: dict, m: dict) -> dict
     pay, wire = m["payload_bytes"], m["wire_bytes"]
     mhz = meta["cpu"]["mhz"]
     mpps = eng.mpps if eng else None
-    prof = None
-    if m["profile"]:
-        p = m["profile"]
-        staged = p["prepare_ns"] + p["crypto_ns"] + p["finish_ns"]
-        prof = {k: _sig(v) if isinstance(v, float) else v for k, v in p.items()}
-        prof["staged_ns"] = _sig(staged)
-        prof["glue_ns"] = _sig(eng.ns - staged) if eng else None
+    prof = _rounded(m["profile"]) if m["profile"] else None
     return {
         "suite": suite.name, "mode": "tunnel", "size": size, "direction": direction,
         "workers": meta["workers"], "batch": batch, "backend": meta["backend"],
@@ -63,6 +61,13 @@ def record(suite, size, direction: str, batch: int, meta: dict, m: dict) -> dict
     }
 
 
+def _rounded(v):
+    """A profile record (bench/stages.py) with its floats to 5 significant digits."""
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    return _sig(v) if isinstance(v, float) else v
+
+
 def worker_record(base: dict, row: dict, tunnels: int) -> dict:
     """The record of one SpuCluster measurement (engine.spu.measure_scaling's `row`, N > 1
     workers) beside `base`, the in-process record of the same suite, size, direction and
@@ -83,6 +88,22 @@ def worker_record(base: dict, row: dict, tunnels: int) -> dict:
         ceiling_gbps=base["ceiling_gbps"],
         ratio_to_ceiling=_sig(mpps / ceil, 4) if ceil else None)
     return rec
+
+
+def handoff_profile(results: Sequence[dict], row: dict) -> dict:
+    """`--profile` on a SpuCluster record (workers N > 1): the ring hand-off cost, from the
+    same measure_scaling run (engine.spu_bench): the in-process engine fed the same stream
+    (same input copies, one process) against SpuCluster with 1 worker; their difference
+    is what moving batches through the shared-memory ring to a worker and back costs per
+    packet. The N-worker value runs in parallel, so it is not split further."""
+    d = row["direction"]
+    inproc = next(r for r in results if r["direction"] == d and r["config"] == "inprocess")
+    one = next(r for r in results if r["direction"] == d and r["config"] == "workers"
+               and r["workers"] == 1)
+    return {"inprocess_ns": _sig(inproc["ns_per_packet"]),
+            "one_worker_ns": _sig(one["ns_per_packet"]),
+            "handoff_ns": _sig(one["ns_per_packet"] - inproc["ns_per_packet"]),
+            "workers_ns": _sig(row["ns_per_packet"])}
 
 
 # ---------------------------------------------------------------------------------------
@@ -209,25 +230,49 @@ def _span(ns: list[int]) -> str:
 
 
 def print_profile(records: list[dict], out: IO[str]) -> None:
-    """`--profile`: the engine's passes timed one by one (ns/packet and % of the three)."""
+    """`--profile`: ns/packet and percent per stage (bench/stages.py says how each is
+    measured); the stages add up to `total` (the whole Engine call + filling the batch)."""
+    from .stages import STAGES
+
     w = out.write
-    w("\nper-stage profile (ns/packet, % of prepare+crypto+finish; I/O and dispatch do not "
-      "apply to the in-memory bench)\n")
-    w(f"{'suite':32} {'size':>5} {'dir':3} {'prepare':>13} {'crypto':>13} {'finish':>13} "
-      f"{'I/O':>5} {'dispatch':>8} {'glue':>6}\n")
+    w("\nper-stage profile: ns/packet (percent of total); total = whole Engine call + I/O "
+      "(filling the batch), both measured in the profile's own rounds\n")
+    names = {"parse_lookup": "parse+SA", "replay": "replay", "crypto": "crypto",
+             "headers": "headers", "dispatch": "dispatch", "io": "I/O"}
+    w(f"{'suite':30} {'size':>5} {'dir':3} "
+      + " ".join(f"{names[k]:>13}" for k in STAGES)
+      + f" {'total':>7} {'table':>7} {'clamped':>7}\n")
     for r in records:
         p = r["profile"]
-        tot = p["staged_ns"] or 1.0
+        if r["workers"] > 1:
+            continue
+        tot = p["total_ns"] or 1.0
 
-        def cell(k: str) -> str:
-            return f"{p[k]:6.0f} ({100 * p[k] / tot:3.0f}%)"
+        def cell(k: str, p: dict = p, tot: float = tot) -> str:
+            v = p[f"{k}_ns"]
+            return f"{v:6.1f} ({100 * v / tot:3.0f}%)"
 
-        glue = p["glue_ns"]
-        w(f"{r['suite'][:32]:32} {str(r['size']):>5} {r['direction'][:3]:3} "
-          f"{cell('prepare_ns'):>13} {cell('crypto_ns'):>13} {cell('finish_ns'):>13} "
-          f"{'n/a':>5} {'n/a':>8} {_f(glue, 6, '.0f')}\n")
-    w("glue: engine ns/pkt minus the three passes (Python call overhead, drop bookkeeping), "
-      "from separate runs: noisy, may be negative.\n")
+        w(f"{r['suite'][:30]:30} {str(r['size']):>5} {r['direction'][:3]:3} "
+          + " ".join(f"{cell(k):>13}" for k in STAGES)
+          + f" {_num(p['total_ns'], 7)} {_num(r['ns_per_packet'], 7)} "
+          f"{_num(p['clamped_ns'], 7)}\n")
+    w("parse+SA: parse and SA/policy lookup; replay: decrypt pre-check + in-order advance, "
+      "encrypt sequence numbers;\n"
+      "headers: encapsulation/decapsulation writes and checks, padding, trailer, counters; "
+      "dispatch: Python glue and\n"
+      "per-call cost of the engine's passes; I/O: PacketBatch.clear + add_many of the "
+      "workload. Each stage is a\n"
+      "difference of medians of partial pipelines on the same batch (bench/stages.py); "
+      "negatives are shown as 0 and\n"
+      "summed in 'clamped'; 'table' is the engine's ns/packet above (total minus I/O "
+      "should be near it).\n")
+    for r in records:
+        p = r["profile"]
+        if r["workers"] > 1:
+            w(f"ring hand-off {r['suite']} {r['size']} {r['direction'][:3]}: in-process "
+              f"engine on the same stream {p['inprocess_ns']:.1f} ns/pkt, SpuCluster 1 worker "
+              f"{p['one_worker_ns']:.1f}: hand-off {p['handoff_ns']:.1f} ns/pkt; "
+              f"{r['workers']} workers {p['workers_ns']:.1f} ns/pkt (parallel, not split)\n")
 
 
 # ---------------------------------------------------------------------------------------

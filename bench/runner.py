@@ -153,8 +153,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-baselines", action="store_true",
                    help="skip the Python and scapy baselines (their columns are null)")
     p.add_argument("--profile", action="store_true",
-                   help="also time the engine's prepare, crypto and finish passes "
-                        "separately (ns/packet and percent per stage)")
+                   help="also split each case into stages: parse+SA lookup, replay, "
+                        "crypto, headers/padding, dispatch and I/O, in ns/packet and "
+                        "percent (a \"profile\" object per --json record; partial "
+                        "pipelines differenced, bench/stages.py; with --workers, the ring "
+                        "hand-off)")
+    p.add_argument("--perf", nargs="?", const="perf.data", default=None, metavar="DATA",
+                   help="run this bench again in a child process under `perf record -g` "
+                        "(Numba kernels named through /tmp/perf-<pid>.map) and print the "
+                        "top of `perf report`; DATA is perf's output (default perf.data). "
+                        "Without a usable perf, `py-spy record --native` if installed "
+                        "(bench/perf.py)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write one record per case as a JSON list")
     p.add_argument("--plot", metavar="FILE.png", default=None,
@@ -524,24 +533,12 @@ def measure_case(sb: SuiteBench, cd: CaseData, direction: str, args) -> dict:
     if not enc and batch.packets() != cd.plain:
         raise RuntimeError(f"{sb.suite.name}: decrypt did not recover the packets")
 
-    # the stage profile
+    # the stage profile (bench/stages.py): partial pipelines on the same batch, differenced
     profile = None
     if args.profile:
-        passes = Passes(eng, batch, direction)       # the engine's batch and restore
-        restore()
-        passes.run()                                # warm-up
-        t_end = time.perf_counter() + SHARE["profile"] * D
-        stages = []
-        while len(stages) < 3 or time.perf_counter() < t_end:
-            restore()
-            stages.append(passes.profile_round())
-            if batch.drop[:n].any():
-                raise RuntimeError(f"{sb.suite.name} {direction}: the staged passes dropped "
-                                   f"packets")
-        ovh = clock_overhead()
-        per = [(_median([r[k] for r in stages]) - ovh) / n * 1e9 for k in range(3)]
-        profile = {"prepare_ns": per[0], "crypto_ns": per[1], "finish_ns": per[2],
-                   "io_ns": None, "dispatch_ns": None, "rounds": len(stages)}
+        from .stages import StageProfile
+        sp = StageProfile(eng, batch, direction, restore, cd.plain if enc else cd.esp)
+        profile = sp.measure(SHARE["profile"] * D, clock_overhead())
 
     # the baselines
     python = scapy = None
@@ -572,7 +569,7 @@ def measure_workers(sb: SuiteBench, size: int, batch: int, args, doing=None) -> 
     workers = sorted({1, *args.workers})
     return measure_scaling(workers, size, args.directions, batch=batch,
                            batches=max(8, WORKER_PACKETS // batch), duration=args.duration,
-                           template=sb.cfg, inprocess=False, backend=args.backend,
+                           template=sb.cfg, inprocess=args.profile, backend=args.backend,
                            progress=doing)
 
 
@@ -580,10 +577,14 @@ def measure_workers(sb: SuiteBench, size: int, batch: int, args, doing=None) -> 
 # the run
 # ---------------------------------------------------------------------------------------
 def run(args) -> int:
+    from .perf import ProfilerError
     try:
+        if getattr(args, "perf", None):
+            from .perf import run as run_profiled
+            return run_profiled(args)
         return _run(args)
-    except (BenchError, RuntimeError) as e:    # RuntimeError: a failed output cross-check
-        print(f"spu: error: {e}", file=sys.stderr)
+    except (BenchError, RuntimeError, ProfilerError) as e:   # RuntimeError: a failed
+        print(f"spu: error: {e}", file=sys.stderr)            # output cross-check
         return 1
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -656,14 +657,18 @@ def _run(args) -> int:
                             lambda row, w=what: progress.doing(
                                 f"{w}: {row['direction']} {row['workers']} done"))
                         base = {r["direction"]: r for r in records[-len(args.directions):]}
-                        for row in res["results"]:
+                        rows = [r for r in res["results"] if r["config"] == "workers"]
+                        for row in rows:
                             if row["workers"] > 1 and row["workers"] in args.workers:
                                 records.append(report.worker_record(
                                     base[row["direction"]], row, res["tunnels"]))
+                                if args.profile:
+                                    records[-1]["profile"] = report.handoff_profile(
+                                        res["results"], row)
+                                    profiles.append(records[-1])
                         scaling.append({"suite": suite.name, "size": size, "batch": batch,
                                         "backend": res["backend"], "tunnels": res["tunnels"],
-                                        "results": res["results"],
-                                        "speedup": res["speedup"]})
+                                        "results": rows, "speedup": res["speedup"]})
                         progress.step(what)
     finally:
         progress.close()
@@ -682,6 +687,8 @@ def _run(args) -> int:
         report.write_json(records, args.json)
     if args.plot:
         report.plot(records, args.plot, meta)
+    from .perf import maybe_write_perf_map
+    maybe_write_perf_map()                      # only when run by --perf
     return 0
 
 

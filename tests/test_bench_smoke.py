@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from bench import reference, runner
@@ -300,3 +301,130 @@ def test_timing_helpers_report_medians():
     assert len(seen) % 24 == 0                              # whole chunks of IMIX periods
     assert all(s % 24 == 0 for s in resets)                 # reset at every pass start
     assert {x[0] for x in seen} == set(range(24))           # the sample: 1 chunk of 24
+
+
+# ---------------------------------------------------------------------------------------
+# --profile (bench/stages.py) and --perf (bench/perf.py)
+# ---------------------------------------------------------------------------------------
+STAGE_KEYS = ("parse_lookup_ns", "replay_ns", "crypto_ns", "headers_ns", "dispatch_ns",
+              "io_ns")
+
+
+def test_profile_stages_add_up(tmp_path, capsys):
+    """The stages are in the JSON, non-negative, and add up to the profile's total (whole
+    Engine call + I/O) within what this run says it clamped (plus JSON rounding)."""
+    out = tmp_path / "p.json"
+    assert runner.main(["--suites", "cbc(aes)/128+hmac(sha1)/96", "--sizes", "64,imix",
+                        "--batch", "16", "--duration", "0.05", "--repeats", "2",
+                        "--no-baselines", "--profile", "--json", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert len(records) == 4
+    for r in records:
+        p = r["profile"]
+        for k in STAGE_KEYS + ("total_ns", "engine_ns", "clamped_ns"):
+            assert isinstance(p[k], (int, float)) and math.isfinite(p[k]) and p[k] >= 0, k
+        assert p["total_ns"] > 0 and p["rounds"] >= 5
+        staged = sum(p[k] for k in STAGE_KEYS)
+        assert abs(staged - p["total_ns"]) <= p["clamped_ns"] + 1e-3 * p["total_ns"]
+        assert abs(p["total_ns"] - p["engine_ns"] - p["io_ns"]) <= 1e-3 * p["total_ns"]
+        assert abs(sum(p["percent"].values()) - 100 * staged / p["total_ns"]) < 0.1
+    text = capsys.readouterr().out
+    assert "per-stage profile" in text and "parse+SA" in text and "dispatch" in text
+
+
+def _esp_engines(name="rfc4106(gcm(aes))/128", n=12):
+    cfg = parse_suite(name).sa()
+    out, inb = Engine(max_sas=4), Engine(max_sas=4)
+    out.install(cfg, "out")
+    inb.install(cfg, "in")
+    plain = packets("imix", n)
+    b = PacketBatch.from_packets(plain)
+    out.encrypt(b)
+    return cfg, plain, b.packets(), inb
+
+
+def test_prefix_kernels_stop_where_prepare_decides():
+    """The profile's prefix kernels reach the same SA and replay decisions as the engine's
+    prepare pass: the packets a stage boundary keeps are the ones prepare keeps."""
+    from bench.stages import StageProfile
+    from engine.ops import OP_SA
+
+    cfg, plain, esp, inb = _esp_engines()
+    bad = bytearray(esp[3])
+    bad[20] ^= 0xFF                               # another SPI: no SA
+    pkts = esp[:3] + [bytes(bad)] + esp[4:] + esp[:2]      # two in-batch duplicates
+    for rnd in range(2):                          # the second time every packet is a replay
+        b = PacketBatch.from_packets(pkts)
+        sp = StageProfile(inb, b, "decrypt", lambda: None, pkts)
+        sp._upto_lookup()
+        lookup = sp.out[:b.count].copy()
+        sp._upto_replay()
+        replay = sp.out[:b.count].copy()
+        sp.p.prepare()
+        want = np.array(sp.p.ops[:b.count, OP_SA])
+        assert lookup[3] == -1 and (lookup >= 0).sum() == len(pkts) - 1
+        assert (replay == want).all(), (rnd, replay, want)
+        assert (want >= 0).sum() == (len(pkts) - 1 if rnd == 0 else 0)
+        sp.p.crypto()
+        sp.p.finish()                             # advances the window for round 2
+
+    eng = Engine(max_sas=4)
+    eng.install(cfg, "out")
+    b = PacketBatch.from_packets(plain)
+    sp = StageProfile(eng, b, "encrypt", lambda: None, plain)
+    seq0 = int(eng.sad.rec["seq_out"].max())
+    sp._upto_replay()
+    assert (sp.out[:b.count] >= 0).all()
+    assert int(eng.sad.rec["seq_out"].max()) == seq0 + b.count      # one number per packet
+
+
+def test_perf_without_profilers_is_one_line(monkeypatch, capsys):
+    from bench import perf
+    monkeypatch.setattr(perf.shutil, "which", lambda name: None)
+    assert runner.main(["--suites", "rfc4106(gcm(aes))/128", "--sizes", "64",
+                        "--perf", "/nonexistent/x.data"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "perf is not installed" in err[0] and "py-spy" in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_perf_map_names_the_kernels(tmp_path):
+    from bench import perf
+    _esp_engines()                               # the kernels are compiled (or loaded)
+    syms = perf.jit_symbols()
+    names = [n for _, n in syms]
+    assert "numba:engine.kernels_esp.prepare_encrypt" in names
+    path = perf.write_perf_map(pid=10**9 + os.getpid())
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+        assert len(lines) == len(syms)
+        for ln in lines:
+            addr, size, name = ln.split(" ", 2)
+            assert int(addr, 16) > 0 and int(size, 16) > 0 and name.startswith("numba:")
+    finally:
+        os.unlink(path)
+
+
+def test_perf_run_gives_a_report_or_one_line(tmp_path):
+    """--perf end to end: with a usable perf (or py-spy), a report naming the Numba kernels;
+    without, one line on stderr and exit status 1, never a traceback."""
+    data = tmp_path / "spu.data"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "bench", "--suites", "rfc4106(gcm(aes))/128",
+         "--sizes", "64", "--batch", "64", "--duration", "0.3", "--repeats", "2",
+         "--no-baselines", "--perf", str(data)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert "Traceback" not in p.stderr
+    if p.returncode == 1:
+        assert len([ln for ln in p.stderr.splitlines() if ln.startswith("spu: error")]) == 1
+        return
+    assert p.returncode == 0, p.stderr
+    assert "perf report" in p.stdout or "py-spy" in p.stdout
+    if "perf report" in p.stdout:
+        assert "wrote /tmp/perf-" in p.stderr          # the JIT map for the child's pid
+        os.unlink(p.stderr.split("wrote ", 1)[1].split()[0])
+        report = p.stdout.split("perf report", 1)[1].splitlines()[1:]
+        assert report and all("%" in ln for ln in report)
+        jit = [ln for ln in report if "[JIT]" in ln]  # JIT code in the top entries is named
+        assert all("numba:" in ln for ln in jit), jit
