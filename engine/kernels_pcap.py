@@ -303,8 +303,9 @@ def _put_frame(out, p, buf, o, ln, l2row, l2n, eth):
             elif version == 6:
                 etype = ETHERTYPE_IPV6
         wr16(out, p + hl - 2, etype, True)
+    d, f = np.uint64(p + hl), np.uint64(o)     # unsigned: lets the copy vectorise
     for j in range(ln):
-        out[p + hl + j] = buf[o + j]
+        out[d + np.uint64(j)] = buf[f + np.uint64(j)]
     return hl + ln
 
 
