@@ -241,7 +241,10 @@ def frame_encrypt(buf, off, length, slot_start, slot_end, i, rec, addr, s, ops, 
         tos = (dscp_of(buf, o) << 2) | ecn_of(buf, o)   # RFC 6040 normal mode: copy ECN
         if out_ver == 4:
             df = ver == 6 or (buf[o + 6] & 0x40) != 0
-            write_outer_ipv4(buf, new_off, total, P_AH, tos, df, np.int64(seq & U32_MAX),
+            # the ICV covers the ID (RFC 4302 3.3.3.1.1.1) and a raw IP_HDRINCL socket
+            # replaces an ID of 0: never send one (a gateway sends AH that way)
+            ident = np.int64(seq & np.uint64(0xFFFF))
+            write_outer_ipv4(buf, new_off, total, P_AH, tos, df, ident if ident else 1,
                              rec, s)
         else:
             write_outer_ipv6(buf, new_off, total - 40, P_AH, tos, addr, s)

@@ -6,7 +6,7 @@ Oracles:
   HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA2-256-128, -384-192, -512-256; transport mode over
   IPv4 and IPv6, tunnel mode over all four outer/inner family combinations. The engine's
   output is also compared byte for byte with scapy's (scapy given the same outer header
-  fields: identification = sequence number, DF, DSCP/ECN copied, TTL 64). scapy supports
+  fields: identification = sequence number (never 0), DF, DSCP/ECN copied, TTL 64). scapy supports
   ESN on AH (RFC 4302 2.5.1: the high 32 bits appended to the ICV input) when given the
   high bits, so the ESN tests use it too, across the 2^32 boundary.
   scapy's mutable-field handling (zero_mutable_fields) covers IPv4 options and IPv6
@@ -121,8 +121,10 @@ def outer_fields(cfg: SAConfig, inner_pkt: bytes, seq: int):
     tos = inner_pkt[1] if v == 4 else ((inner_pkt[0] & 0x0F) << 4) | (inner_pkt[1] >> 4)
     if cfg.dst.version == 4:
         df = v == 6 or bool(inner_pkt[6] & 0x40)
-        return IP(src=str(cfg.src), dst=str(cfg.dst), tos=tos, ttl=64, id=seq & 0xFFFF,
-                  flags="DF" if df else 0)
+        # identification: the low 16 bits of the sequence number, 1 instead of 0 (a raw
+        # IP_HDRINCL socket would replace 0 after the ICV covered it)
+        return IP(src=str(cfg.src), dst=str(cfg.dst), tos=tos, ttl=64,
+                  id=(seq & 0xFFFF) or 1, flags="DF" if df else 0)
     return IPv6(src=str(cfg.src), dst=str(cfg.dst), tc=tos, fl=0, hlim=64)
 
 
