@@ -24,7 +24,7 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_esp import is_encap_port, lookup_inbound
+from .kernels_esp import ipv4_fragment, is_encap_port, lookup_inbound
 from .kernels_ip import P_AH, P_ESP, P_UDP, ipv4_checksum_ok, parse_ip, ports_of, rd16, rd32
 from .sad import ADDR_SEL_DST, ADDR_SEL_SRC
 
@@ -164,9 +164,13 @@ def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logica
         o = off[i]
         ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
         if not ok:
+            # IPv4 fragments as kernels_esp.prepare_encrypt takes them (the owner decides)
+            ok, hl, tot, proto, l4 = ipv4_fragment(buf, o, length[i])
+            ver = 4
+        if not ok:
             drop[i] = D_MALFORMED
             continue
-        sport, dport = ports_of(buf, l4, o + tot, proto)
+        sport, dport = ports_of(buf, l4, o + tot, proto) if l4 >= 0 else (0, 0)
         s = np.int64(sa[i])
         if s < 0:
             if ver == 4:

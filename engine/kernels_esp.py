@@ -186,12 +186,19 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
             continue
         o = off[i]
         ok, ver, hl, tot, proto, l4, nh_off = parse_ip(buf, o, length[i])
+        fragment = False
+        if not ok:
+            # an IPv4 fragment (the kernel fragments what exceeds st0's MTU) travels whole
+            # in a tunnel-mode SA (RFC 4301 7): the first one has ports, later ones none
+            ok, hl, tot, proto, l4 = ipv4_fragment(buf, o, length[i])
+            ver = 4
+            fragment = True
         if not ok:
             drop[i] = D_MALFORMED
             count_drop(ctr, gdrop, -1, D_MALFORMED)
             continue
         L = tot                      # the IP length decides (link-layer trailers ignored)
-        sport, dport = ports_of(buf, l4, o + L, proto)
+        sport, dport = ports_of(buf, l4, o + L, proto) if l4 >= 0 else (0, 0)
         s = sa[i]
         if s < 0:
             for k in range(spd.shape[0]):
@@ -205,6 +212,10 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
             continue
         sa[i] = s
         r = rec[s]
+        if fragment and (r.mode != MODE_TUNNEL or r.proto == P_AH):
+            drop[i] = D_MALFORMED    # transport mode and AH protect whole datagrams only
+            count_drop(ctr, gdrop, s, D_MALFORMED)
+            continue
         limit = U64_MAX if r.esn else U32_MAX
         if r.seq_out >= limit:
             drop[i] = D_SEQ_EXHAUSTED
@@ -481,6 +492,24 @@ def defer_from(drop, ops, i, n):
         if drop[j] == 0:
             drop[j] = D_DEFER
     return i
+
+
+@nb.njit(inline="always", **JIT)
+def ipv4_fragment(buf, o, avail):
+    """An IPv4 fragment at o: (ok, hdr_len, total_len, proto, l4_off). The first fragment
+    (offset 0) keeps its L4 offset when the L4 header is inside it; later ones report -1
+    (their ports are unknown: only port-less selectors match them)."""
+    if avail < 20 or (rd8(buf, o) >> 4) != 4:
+        return False, 0, 0, 0, -1
+    ihl = np.int64(rd8(buf, o) & 0x0F) * 4
+    tot = rd16(buf, o + 2)
+    if ihl < 20 or tot < ihl or tot > avail:
+        return False, 0, 0, 0, -1
+    frag = rd16(buf, o + 6)
+    if (frag & 0x3FFF) == 0:
+        return False, 0, 0, 0, -1            # not a fragment: parse_ip refused it for cause
+    l4 = o + ihl if (frag & 0x1FFF) == 0 and tot >= ihl + 4 else -1
+    return True, ihl, tot, np.int64(rd8(buf, o + 9)), l4
 
 
 @nb.njit(inline="always", **JIT)
