@@ -26,6 +26,10 @@ extensions = [
     Extension("engine._netio", ["engine/_netio.pyx"],
               **dict(COMMON, libraries=[],
                      define_macros=COMMON["define_macros"] + [("_GNU_SOURCE", "1")])),
+    # TUN offloads (virtio_net_hdr): TCP segmentation on read, coalescing on write
+    Extension("engine._tun_offload", ["engine/_tun_offload.pyx"],
+              **dict(COMMON, libraries=[],
+                     define_macros=COMMON["define_macros"] + [("_GNU_SOURCE", "1")])),
 ]
 
 IPSEC_MB_HEADER = "/usr/include/intel-ipsec-mb.h"   # Debian: libipsec-mb-dev

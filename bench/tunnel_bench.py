@@ -70,11 +70,14 @@ def _setup(rig: Rig, setup: str, pair) -> list:
     return started
 
 
-def run(pair_name: str, seconds: float, repeats: int) -> dict:
+def run(pair_name: str, seconds: float, repeats: int, setups=SETUPS,
+        protos=("tcp", "udp1400")) -> dict:
     pair = next(p for p in configs.PAIRS if p.name == pair_name)
     results = {}
-    for setup in SETUPS:
+    for setup in setups:
         for udp in (False, True):
+            if ("udp1400" if udp else "tcp") not in protos:
+                continue
             samples = []
             for _ in range(repeats):
                 with Rig() as rig:
@@ -86,8 +89,12 @@ def run(pair_name: str, seconds: float, repeats: int) -> dict:
             print(f"{key:34s} {results[key]['median_mbit_s']:9.1f} Mbit/s  {samples}",
                   file=sys.stderr)
     for proto in ("tcp", "udp1400"):
+        if f"strongswan-strongswan {proto}" not in results:
+            continue
         base = results[f"strongswan-strongswan {proto}"]["median_mbit_s"] or float("nan")
         for setup in ("pyspu-pyspu", "pyspu-strongswan"):
+            if f"{setup} {proto}" not in results:
+                continue
             results[f"{setup} {proto}"]["vs_strongswan"] = round(
                 results[f"{setup} {proto}"]["median_mbit_s"] / base, 2)
     return results
@@ -101,12 +108,22 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--setups", default=",".join(SETUPS),
+                    help=f"comma-separated subset of {', '.join(SETUPS)}")
+    ap.add_argument("--protos", default="tcp,udp1400", help="comma-separated: tcp, udp1400")
     args = ap.parse_args(argv)
+    protos = tuple(p for p in args.protos.split(",") if p)
+    if not protos or set(protos) - {"tcp", "udp1400"}:
+        ap.error("--protos: choose from tcp, udp1400")
+    setups = tuple(s for s in args.setups.split(",") if s)
+    unknown = [s for s in setups if s not in SETUPS]
+    if unknown or not setups:
+        ap.error(f"--setups: unknown {unknown}; choose from {', '.join(SETUPS)}")
     missing = missing_requirements(need_strongswan=True, need=("iperf3",))
     if missing:
         print(f"tunnel_bench: {missing}", file=sys.stderr)
         return 1
-    results = run(args.pair, args.seconds, args.repeats)
+    results = run(args.pair, args.seconds, args.repeats, setups, protos)
     print(f"{'setup':34s} {'Mbit/s':>9s} {'x strongSwan':>13s}")
     for key, r in results.items():
         ratio = r.get("vs_strongswan")

@@ -26,7 +26,7 @@ from typing import Iterable, NamedTuple
 
 import numpy as np
 
-from . import _netio
+from . import _netio, _tun_offload
 from .batch import PacketBatch
 
 # Linux <linux/if_tun.h>, <linux/sockios.h>, <asm-generic/socket.h>
@@ -34,6 +34,13 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0      # _IOW('T', 208, unsigned int)
+TUNSETVNETHDRSZ = 0x400454D8    # _IOW('T', 216, int)
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+VNET_HDR_LEN = 10               # struct virtio_net_hdr (<linux/virtio_net.h>)
 SIOCSIFMTU = 0x8922
 IFNAMSIZ = 16
 SO_SNDBUFFORCE = 32
@@ -99,17 +106,28 @@ class _Endpoint:
 # TUN
 # ---------------------------------------------------------------------------------------
 class Tun(_Endpoint):
-    """A layer-3 TUN device (IFF_TUN | IFF_NO_PI): every read/write is one IP packet."""
+    """A layer-3 TUN device (IFF_TUN | IFF_NO_PI): every read/write is one IP packet.
 
-    def __init__(self, fd: int, name: str, mtu: int):
+    With offload (IFF_VNET_HDR, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) the kernel hands
+    over TCP super-segments of up to 64 KiB, which read() splits into MTU-sized packets,
+    and write() coalesces in-order TCP segments back into super-segments
+    (engine/_tun_offload.pyx): the batch holds ordinary IP packets either way."""
+
+    def __init__(self, fd: int, name: str, mtu: int, offload: bool = False):
         super().__init__()
         self.fd = fd
         self.name = name
         self.mtu = mtu
+        self.offload = offload
+        self.tso = _tun_offload.TsoState() if offload else None
+        self.gro = offload
 
     @classmethod
-    def open(cls, name: str = "st0", mtu: int = 1400, multi_queue: bool = False) -> "Tun":
-        """Create (or attach to) TUN device `name`, nonblocking, and set its MTU."""
+    def open(cls, name: str = "st0", mtu: int = 1400, multi_queue: bool = False,
+             offload: bool = False) -> "Tun":
+        """Create (or attach to) TUN device `name`, nonblocking, and set its MTU. offload:
+        open it with virtio-net headers and TCP segmentation / checksum offload; a kernel
+        that refuses raises NetIOError (the caller may retry without)."""
         if not 0 < len(name.encode()) < IFNAMSIZ:
             raise ValueError(f"TUN name must be 1..{IFNAMSIZ - 1} bytes")
         if not 68 <= mtu <= 65535:
@@ -122,10 +140,18 @@ class Tun(_Endpoint):
         except PermissionError:
             raise NetIOError(_errno.EACCES, "cannot open /dev/net/tun: run as root "
                              "(CAP_NET_ADMIN)")
-        flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+        flags = (IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+                 | (IFF_VNET_HDR if offload else 0))
         try:
             ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
             real = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
+            if offload:
+                try:
+                    fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+                    fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+                except OSError as e:
+                    raise OSError(e.errno, f"TUN offloads (TSO/checksum): {e.strerror}") \
+                        from None
             _set_mtu(real, mtu)
         except OSError as e:
             os.close(fd)
@@ -133,7 +159,7 @@ class Tun(_Endpoint):
                 raise NetIOError(e.errno, f"creating TUN device {name!r} needs root "
                                  "(CAP_NET_ADMIN)") from None
             raise NetIOError(e.errno, f"TUN device {name!r}: {e.strerror}") from None
-        return cls(fd, real, mtu)
+        return cls(fd, real, mtu, offload)
 
     def configure(self, addresses: Iterable[str] = (), routes: Iterable[str] = ()) -> None:
         """Bring the device up, add `addresses` ("10.1.0.1/24", "fd00::1/64") and route
@@ -152,12 +178,33 @@ class Tun(_Endpoint):
         return self.fd
 
     def read(self, batch: PacketBatch, max_packets: int = 0) -> int:
-        """Append the packets waiting on the device (until EAGAIN or the batch is full)."""
+        """Append the packets waiting on the device (until EAGAIN or the batch is full).
+        With offload, check `pending` afterwards: a super-segment cut short by a full
+        batch is continued by the next read even if the fd is not readable."""
+        if self.tso is not None:
+            return _tun_offload.tun_read_offload(self.fd, batch, self.stats, self.tso,
+                                                 self.mtu, max_packets)
         return _netio.tun_read(self.fd, batch, self.stats, self.mtu, max_packets)
 
+    @property
+    def pending(self) -> bool:
+        return self.tso is not None and self.tso.pending
+
     def write(self, batch: PacketBatch) -> int:
-        """Write every packet with drop == 0; returns how many the kernel took."""
+        """Write every packet with drop == 0; returns how many the kernel took. With
+        offload, runs of in-order TCP segments are coalesced (their first header is
+        rewritten in the batch)."""
+        if self.tso is not None:
+            return _tun_offload.tun_write_offload(self.fd, batch, self.stats,
+                                                  self.tso.offload_stats, self.gro)
         return _netio.tun_write(self.fd, batch, self.stats)
+
+    def counters(self) -> dict:
+        d = super().counters()
+        if self.tso is not None:
+            d["offload"] = {name: int(v) for name, v in
+                            zip(_tun_offload.OFFLOAD_COUNTERS, self.tso.offload_stats)}
+        return d
 
     def close(self) -> None:
         if not self._closed:

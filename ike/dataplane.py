@@ -9,11 +9,18 @@ Each readiness callback drains its socket in whole batches (engine/netio.py, Cyt
 with the GIL released), so ESP never takes a per-packet Python path; only IKE datagrams found
 on port 4500 do. The destinations of a few packets that found no outbound SA go to the
 gateway once per batch (establish-tunnels on-traffic).
+
+st0 is opened with TUN offloads (engine/_tun_offload.pyx) unless SPU_TUN_OFFLOAD=0 or the
+kernel refuses them (logged): local TCP hands over 64 KiB super-segments that tun.read
+splits into MTU-sized packets (the ESP on the wire is unchanged), and tun.write coalesces
+decrypted in-order TCP segments back into super-segments, so both kernels' TCP stacks work
+per 64 KiB instead of per segment.
 """
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from typing import Callable, Optional
 
 import numpy as np
@@ -39,8 +46,12 @@ MAX_BATCHES_PER_WAKEUP = 16
 class DataPlane:
     def __init__(self, engine: Engine, *, tun_name: str, mtu: int, local_ip: str,
                  batch_packets: int, on_ike: Callable[[bytes, tuple], None],
-                 on_no_policy: Callable[[list], None]):
+                 on_no_policy: Callable[[list], None],
+                 tun_offload: bool | None = None):
         self.engine = engine
+        if tun_offload is None:      # on unless SPU_TUN_OFFLOAD=0 (A/B benchmarks, old kernels)
+            tun_offload = os.environ.get("SPU_TUN_OFFLOAD", "1") != "0"
+        self.tun_offload = tun_offload      # TSO in / GRO out on st0 (engine/_tun_offload)
         self.tun_name, self.mtu, self.local_ip = tun_name, mtu, local_ip
         self.on_ike, self.on_no_policy = on_ike, on_no_policy
         self.out_batch = PacketBatch(batch_packets, data_bytes=batch_packets * 2048)
@@ -51,7 +62,13 @@ class DataPlane:
         self._loop = None
 
     def open(self, addresses: list, routes: list) -> None:
-        self.tun = netio.Tun.open(self.tun_name, mtu=self.mtu)
+        try:
+            self.tun = netio.Tun.open(self.tun_name, mtu=self.mtu, offload=self.tun_offload)
+        except netio.NetIOError as e:
+            if not self.tun_offload:
+                raise
+            log.warning("TUN offloads refused (%s): st0 without TSO/GRO", e.strerror or e)
+            self.tun = netio.Tun.open(self.tun_name, mtu=self.mtu)
         self.tun.configure([str(a) for a in addresses], [str(r) for r in routes])
         self.udp = netio.EspUdpSocket(self.local_ip, 4500)
         try:
@@ -98,8 +115,11 @@ class DataPlane:
             if missed.size:
                 self.on_no_policy(_destinations(b, missed[:NO_POLICY_SAMPLE]))
             self._send(b, n)
-            if n < b.capacity:
+            if n < b.capacity and not self.tun.pending:
                 return
+        if self.tun.pending and self._loop is not None:
+            # the rest of a TCP super-segment waits in the TUN state, not on the fd
+            self._loop.call_soon(self._from_tun)
 
     def _from_udp(self) -> None:
         b = self.in_batch
