@@ -432,9 +432,10 @@ cdef int _send_all(int fd, mmsghdr *vec, int nv, uint64_t *stats, int *fatal) no
 
 
 cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint udp,
-               bint set_tos, int *fatal) noexcept nogil:
+               bint set_tos, int *fatal, bint hdrincl=False) noexcept nogil:
     """Frame every live packet's payload as a message and sendmmsg them in chunks of
-    MAX_VLEN. Returns packets sent, or ERR_NOMEM."""
+    MAX_VLEN. Returns packets sent, or ERR_NOMEM. hdrincl: the whole IP packet, outer
+    header included (an IPv4 raw socket with IP_HDRINCL)."""
     cdef int cap = <int>min(s.count, MAX_VLEN)
     cdef mmsghdr *vec = <mmsghdr *>calloc(cap, sizeof(mmsghdr))
     cdef iovec *iov = <iovec *>calloc(cap, sizeof(iovec))
@@ -469,6 +470,8 @@ cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint ud
         if end <= data:
             stats[S_TX_MALFORMED] += 1
             continue
+        if hdrincl:
+            data = o
         _dest(&names[nv], family, s.buf + o, port_be)
         iov[nv].iov_base = s.buf + data
         iov[nv].iov_len = end - data
@@ -480,7 +483,7 @@ cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint ud
         vec[nv].msg_hdr.msg_control = NULL
         vec[nv].msg_hdr.msg_controllen = 0
         vec[nv].msg_hdr.msg_flags = 0
-        if set_tos and tos != 0:
+        if set_tos and tos != 0 and not hdrincl:
             _tx_tos(&vec[nv].msg_hdr, ctrl + nv * CTRL_SPACE, family, tos)
         nv += 1
         if nv == cap:
@@ -493,7 +496,7 @@ cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint ud
 
 
 cdef int _send_call(int fd, batch, uint64_t[::1] stats, int family, int proto, bint udp,
-                    bint set_tos) except -1:
+                    bint set_tos, bint hdrincl=False) except -1:
     cdef Slots s
     cdef uint64_t *st = _stats(stats)
     cdef int sent, fatal = 0
@@ -505,7 +508,7 @@ cdef int _send_call(int fd, batch, uint64_t[::1] stats, int family, int proto, b
     if s.count == 0:
         return 0
     with nogil:
-        sent = _send(fd, &s, st, family, proto, udp, set_tos, &fatal)
+        sent = _send(fd, &s, st, family, proto, udp, set_tos, &fatal, hdrincl)
     if sent == ERR_NOMEM:
         raise MemoryError()
     if fatal:
@@ -522,11 +525,13 @@ def udp_send(int fd, batch, uint64_t[::1] stats, int family=AF_INET, bint set_to
 
 
 def esp_raw_send(int fd, batch, uint64_t[::1] stats, int family=AF_INET, int proto=50,
-                 bint set_tos=True):
+                 bint set_tos=True, bint hdrincl=False):
     """sendmmsg() the `proto` part (ESP) of every engine output with drop == 0 on a raw
-    socket to the outer destination; the kernel writes the IP header. Returns the packets
-    sent."""
-    return _send_call(fd, batch, stats, family, proto, False, set_tos)
+    socket to the outer destination; the kernel writes the IP header. hdrincl (IPv4, a
+    socket with IP_HDRINCL): the engine's IP header goes too (AH: its ICV covers the
+    Identification field, RFC 4302 3.3.3.1.1.1). Returns the packets sent."""
+    return _send_call(fd, batch, stats, family, proto, False, set_tos,
+                      hdrincl and family == AF_INET)
 
 
 # ---------------------------------------------------------------------------------------

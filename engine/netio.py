@@ -333,7 +333,7 @@ class EspRawSocket(_Socket):
     """Raw IP protocol 50 (ESP without NAT-T) on `local_ip`; needs root (CAP_NET_RAW)."""
 
     def __init__(self, local_ip: str, proto: int = 50, *, max_len: int = 2048,
-                 buffer_bytes: int = SOCKET_BUFFER):
+                 buffer_bytes: int = SOCKET_BUFFER, hdrincl: bool = False):
         family, packed = _packed(local_ip)
         try:
             sock = socket.socket(family, socket.SOCK_RAW, proto)
@@ -343,6 +343,9 @@ class EspRawSocket(_Socket):
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVTCLASS, 1)
             _buffers(sock, buffer_bytes)
+            if hdrincl and family == socket.AF_INET:
+                # send the engine's IPv4 header as it is (AH: the ICV covers its ID)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_HDRINCL, 1)
             sock.bind((local_ip, 0))
             sock.setblocking(False)
         except OSError as e:
@@ -351,6 +354,7 @@ class EspRawSocket(_Socket):
                              f"{e.strerror}") from None
         super().__init__(sock, family, packed, max_len)
         self.proto = proto
+        self.hdrincl = hdrincl and family == socket.AF_INET
 
     def recv(self, batch: PacketBatch, max_packets: int = 0) -> int:
         """One recvmmsg: whole IP packets appended to `batch` (IPv6 header synthesized)."""
@@ -361,4 +365,4 @@ class EspRawSocket(_Socket):
     def send(self, batch: PacketBatch) -> int:
         """sendmmsg the ESP part of every engine output with drop == 0 to its outer dst."""
         return _netio.esp_raw_send(self.sock.fileno(), batch, self.stats, self.family,
-                                   self.proto)
+                                   self.proto, True, self.hdrincl)

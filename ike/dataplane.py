@@ -59,6 +59,7 @@ class DataPlane:
         self.tun: Optional[netio.Tun] = None
         self.udp: Optional[netio.EspUdpSocket] = None
         self.raw: Optional[netio.EspRawSocket] = None
+        self.ah: Optional[netio.EspRawSocket] = None      # raw AH, IP protocol 51
         self._loop = None
 
     def open(self, addresses: list, routes: list) -> None:
@@ -73,18 +74,23 @@ class DataPlane:
         self.udp = netio.EspUdpSocket(self.local_ip, 4500)
         try:
             self.raw = netio.EspRawSocket(self.local_ip)
+            # AH over IPv4 leaves with the engine's own header: the ICV covers the
+            # Identification field (RFC 4302 3.3.3.1.1.1), which the kernel would choose
+            self.ah = netio.EspRawSocket(self.local_ip, proto=51, hdrincl=True)
         except OSError as e:      # without raw sockets only NAT-T (UDP 4500) peers work
-            log.warning("no raw ESP socket (%s): ESP only in UDP 4500", e.strerror or e)
+            log.warning("no raw ESP/AH socket (%s): ESP only in UDP 4500", e.strerror or e)
 
     def attach(self, loop) -> None:
         self._loop = loop
         loop.add_reader(self.tun.fileno(), self._from_tun)
         loop.add_reader(self.udp.fileno(), self._from_udp)
         if self.raw is not None:
-            loop.add_reader(self.raw.fileno(), self._from_raw)
+            loop.add_reader(self.raw.fileno(), lambda: self._from_raw(self.raw))
+        if self.ah is not None:
+            loop.add_reader(self.ah.fileno(), lambda: self._from_raw(self.ah))
 
     def close(self) -> None:
-        for io in (self.tun, self.udp, self.raw):
+        for io in (self.tun, self.udp, self.raw, self.ah):
             if io is None:
                 continue
             if self._loop is not None:
@@ -135,11 +141,11 @@ class DataPlane:
             if n < b.capacity:
                 return
 
-    def _from_raw(self) -> None:
+    def _from_raw(self, raw) -> None:
         b = self.in_batch
         for _ in range(MAX_BATCHES_PER_WAKEUP):
             b.clear()
-            n = self.raw.recv(b)
+            n = raw.recv(b)
             if n == 0:
                 return
             self.engine.decrypt(b)
@@ -149,40 +155,41 @@ class DataPlane:
 
     def _send(self, b: PacketBatch, n: int) -> None:
         """Each engine output leaves by the socket its outer header asks for: UDP 4500
-        (NAT-T SAs) or raw ESP. A batch mixing both is split by masking the other kind."""
+        (NAT-T SAs), raw ESP or raw AH. A batch mixing kinds is split by masking the
+        others."""
         sent = b.drop[:n] == 0
-        udp = _outer_is_udp(b, n)
-        if self.raw is None or udp[sent].all():
-            self.udp.send(b)
-            return
-        if not udp[sent].any():
-            self.raw.send(b)
+        # a packet without its raw socket (or of any other protocol) goes to the UDP
+        # socket, which counts it as tx_malformed: nothing is dropped uncounted
+        socks = {17: self.udp, 50: self.raw, 51: self.ah}
+        route = _outer_proto(b, n)
+        route[~np.isin(route, [p for p, io in socks.items() if io is not None])] = 17
+        kinds = [(p, socks[p]) for p in (17, 50, 51) if (sent & (route == p)).any()]
+        if len(kinds) == 1:
+            kinds[0][1].send(b)
             return
         saved = b.drop[:n].copy()
-        b.drop[:n][sent & ~udp] = HELD
-        self.udp.send(b)
-        b.drop[:n] = saved
-        b.drop[:n][sent & udp] = HELD
-        self.raw.send(b)
-        b.drop[:n] = saved
+        for p, io in kinds:
+            b.drop[:n][sent & (route != p)] = HELD
+            io.send(b)
+            b.drop[:n] = saved
 
     def counters(self) -> dict:
         out = {}
-        for name, io in (("tun", self.tun), ("udp4500", self.udp), ("esp", self.raw)):
+        for name, io in (("tun", self.tun), ("udp4500", self.udp), ("esp", self.raw),
+                         ("ah", self.ah)):
             if io is not None:
                 out[name] = io.counters()
         return out
 
 
-def _outer_is_udp(b: PacketBatch, n: int) -> np.ndarray:
-    """Per packet: does the engine's outer header (IPv4 or IPv6, no extension headers) carry
-    UDP? Only rows with drop == 0 are meaningful."""
+def _outer_proto(b: PacketBatch, n: int) -> np.ndarray:
+    """Per packet: the protocol the engine's outer header (IPv4 or IPv6, no extension
+    headers) carries: 17 UDP, 50 ESP, 51 AH. Only rows with drop == 0 are meaningful."""
     off = b.off[:n]
     first = b.buf[off]
     v4 = (first >> 4) == 4
-    proto = np.where(v4, b.buf[np.minimum(off + 9, b.buf.size - 1)],
-                     b.buf[np.minimum(off + 6, b.buf.size - 1)])
-    return proto == 17
+    return np.where(v4, b.buf[np.minimum(off + 9, b.buf.size - 1)],
+                    b.buf[np.minimum(off + 6, b.buf.size - 1)])
 
 
 def _destinations(b: PacketBatch, rows: np.ndarray) -> list:

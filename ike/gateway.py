@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Optional
 
+from engine.batch import PacketBatch
 from engine.engine import Engine
 from engine.sa import SAConfig
 
@@ -108,6 +109,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self._check_supported()
         local_ip = self._local_ip()
+        self._warm_up()
         self.dataplane = DataPlane(self.engine, tun_name=self.settings.tun_name, mtu=self.mtu,
                                    local_ip=local_ip, batch_packets=self.batch_packets,
                                    on_ike=self._ike_from_natt, on_no_policy=self._on_traffic)
@@ -133,6 +135,16 @@ class Gateway:
             for t in tasks:
                 t.cancel()
             self._shutdown()
+
+    def _warm_up(self) -> None:
+        """Load (or compile) the engine's kernels before IKE starts: a first compile inside
+        the event loop would stall it long enough for peers to give up on us."""
+        scratch = Engine(max_sas=1)       # its own counters: status shows only real traffic
+        batch = PacketBatch(1)
+        batch.add(bytes(20))              # not a valid packet: dropped, kernels loaded
+        scratch.encrypt(batch)
+        batch.drop[:] = 0
+        scratch.decrypt(batch)
 
     def stop(self) -> None:
         self._stop.set()
