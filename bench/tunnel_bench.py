@@ -23,7 +23,8 @@ import time
 from . import tunnel_configs as configs
 from .rig import INNER_HOST, Rig, missing_requirements
 
-SETUPS = ("plain", "strongswan-strongswan", "pyspu-strongswan", "pyspu-pyspu")
+SETUPS = ("plain", "strongswan-strongswan", "pyspu-strongswan", "pyspu-pyspu",
+          "pyspu-pyspu-udp")   # the last: `pyspu { force-udp-encapsulation; }` on both
 
 
 def _iperf(rig: Rig, seconds: float, udp: bool) -> float:
@@ -46,7 +47,8 @@ def _iperf(rig: Rig, seconds: float, udp: bool) -> float:
 
 def _setup(rig: Rig, setup: str, pair) -> list:
     left_pyspu = setup.startswith("pyspu")
-    right_pyspu = setup == "pyspu-pyspu"
+    right_pyspu = setup.startswith("pyspu-pyspu")
+    encap = setup.endswith("-udp")
     started = []
     if setup == "plain":
         for side in ("left", "right"):
@@ -56,11 +58,13 @@ def _setup(rig: Rig, setup: str, pair) -> list:
                 check=True)
         return started
     if right_pyspu:
-        started.append(rig.gateway("right", configs.junos("right", pair, establish="on-traffic")))
+        started.append(rig.gateway("right", configs.junos(
+            "right", pair, establish="on-traffic", force_udp_encapsulation=encap)))
     else:
         started.append(rig.charon("right", configs.swanctl("right", pair)))
     if left_pyspu:
-        started.append(rig.gateway("left", configs.junos("left", pair)))
+        started.append(rig.gateway("left", configs.junos("left", pair,
+                                                         force_udp_encapsulation=encap)))
     else:
         c = rig.charon("left", configs.swanctl("left", pair))
         c.swanctl("--initiate", "--child", "net", "--timeout", "30")
@@ -92,7 +96,7 @@ def run(pair_name: str, seconds: float, repeats: int, setups=SETUPS,
         if f"strongswan-strongswan {proto}" not in results:
             continue
         base = results[f"strongswan-strongswan {proto}"]["median_mbit_s"] or float("nan")
-        for setup in ("pyspu-pyspu", "pyspu-strongswan"):
+        for setup in ("pyspu-pyspu", "pyspu-pyspu-udp", "pyspu-strongswan"):
             if f"{setup} {proto}" not in results:
                 continue
             results[f"{setup} {proto}"]["vs_strongswan"] = round(

@@ -44,7 +44,7 @@ def junos(side: str, pair: Pair, *, psk: str = PSK, establish: str = "immediatel
           local_id: Optional[str] = None, remote_id: Optional[str] = None,
           ike_lifetime: int = 28800, esp_lifetime: int = 3600, esp_kb: int = 0,
           nat_traversal: bool = True, selectors: Optional[list] = None,
-          ipsec_protocol: str = "esp") -> str:
+          ipsec_protocol: str = "esp", force_udp_encapsulation: bool = False) -> str:
     """pyspu's configuration on `side`, peer on the other side, one route-based vpn "vpn1".
     `selectors`: [(local prefix, remote prefix), ...] for one traffic-selector block each
     (ts1, ts2, ...); st0 then holds host .1 of every local prefix and routes every remote
@@ -119,6 +119,7 @@ security {{
 }}
 interfaces {{ st0 {{ unit 0 {{ family inet {{ {st0_addrs} }} }} }} }}
 routing-options {{ static {{ {routes} }} }}
+{"pyspu { force-udp-encapsulation; }" if force_udp_encapsulation else ""}
 """
 
 

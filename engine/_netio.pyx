@@ -33,7 +33,7 @@ import numpy as np
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy, memset
 
 from engine._libc_net cimport *
 from engine._netio_hdr cimport *
@@ -75,7 +75,11 @@ STATS_SIZE = STATS_SIZE_
 
 cdef enum:
     MAX_VLEN = 1024       # UIO_MAXIOV: the most messages one recvmmsg/sendmmsg takes
-    CTRL_SPACE = 64       # ancillary bytes per message (one TOS / traffic-class cmsg)
+    CTRL_SPACE = 64       # ancillary bytes per message (TOS / traffic class, UDP_SEGMENT)
+    SOL_UDP_ = 17         # linux/udp.h
+    UDP_SEGMENT_ = 103
+    GSO_MAX_SEGS = 64     # UDP_MAX_SEGMENTS of older kernels
+    GSO_MAX_BYTES = 65000 # one IP datagram's worth of payload
     ERR_NOMEM = -1        # _recv's allocation failure (errno values are positive)
 
 
@@ -408,7 +412,7 @@ cdef int _send_all(int fd, mmsghdr *vec, int nv, uint64_t *stats, int *fatal) no
         if r > 0:
             for j in range(k, k + r):
                 stats[S_TX_BYTES] += vec[j].msg_len
-            sent += r
+                sent += <int>vec[j].msg_hdr.msg_iovlen   # a UDP GSO message: its segments
             k += r
             continue
         if r == 0:
@@ -418,10 +422,11 @@ cdef int _send_all(int fd, mmsghdr *vec, int nv, uint64_t *stats, int *fatal) no
             continue
         if e == EAGAIN:
             # the socket buffer is full: the rest of this batch is lost, counted one by one
-            stats[S_TX_ERRORS] += nv - k
-            stats[TX_ERRNO_BASE_ + e] += nv - k
+            for j in range(k, nv):
+                stats[S_TX_ERRORS] += vec[j].msg_hdr.msg_iovlen
+                stats[TX_ERRNO_BASE_ + e] += vec[j].msg_hdr.msg_iovlen
             break
-        stats[S_TX_ERRORS] += 1
+        stats[S_TX_ERRORS] += vec[k].msg_hdr.msg_iovlen
         _count_errno(stats, TX_ERRNO_BASE_, e)
         if _caller_error(e) and e != EINVAL:
             fatal[0] = e          # EINVAL can be one packet's fault (e.g. a bad address)
@@ -431,21 +436,64 @@ cdef int _send_all(int fd, mmsghdr *vec, int nv, uint64_t *stats, int *fatal) no
     return sent
 
 
+cdef inline void _finish_msg(mmsghdr *m, uint8_t *ctrl, int family, int tos, int seg,
+                             bint set_tos) noexcept nogil:
+    """Control data of one message: the outer TOS, and UDP_SEGMENT when it carries several
+    equal-size datagrams (UDP GSO: the kernel splits it, once, late in its stack)."""
+    cdef cmsghdr *c
+    cdef int v = tos
+    cdef uint16_t g = <uint16_t>seg
+    cdef size_t space = 0
+    if set_tos and tos != 0:
+        space += CMSG_SPACE(sizeof(int))
+    if m.msg_hdr.msg_iovlen > 1:
+        space += CMSG_SPACE(sizeof(uint16_t))
+    if space == 0:
+        m.msg_hdr.msg_control = NULL
+        m.msg_hdr.msg_controllen = 0
+        return
+    memset(ctrl, 0, CTRL_SPACE)
+    m.msg_hdr.msg_control = ctrl
+    m.msg_hdr.msg_controllen = space
+    c = CMSG_FIRSTHDR(&m.msg_hdr)
+    if set_tos and tos != 0:
+        c.cmsg_level = IPPROTO_IP if family == AF_INET else IPPROTO_IPV6
+        c.cmsg_type = IP_TOS if family == AF_INET else IPV6_TCLASS
+        c.cmsg_len = CMSG_LEN(sizeof(int))
+        memcpy(CMSG_DATA(c), &v, sizeof(int))
+        c = CMSG_NXTHDR(&m.msg_hdr, c)
+    if m.msg_hdr.msg_iovlen > 1:
+        c.cmsg_level = SOL_UDP_
+        c.cmsg_type = UDP_SEGMENT_
+        c.cmsg_len = CMSG_LEN(sizeof(uint16_t))
+        memcpy(CMSG_DATA(c), &g, sizeof(uint16_t))
+
+
 cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint udp,
-               bint set_tos, int *fatal, bint hdrincl=False) noexcept nogil:
+               bint set_tos, int *fatal, bint hdrincl=False, bint gso=False) noexcept nogil:
     """Frame every live packet's payload as a message and sendmmsg them in chunks of
     MAX_VLEN. Returns packets sent, or ERR_NOMEM. hdrincl: the whole IP packet, outer
-    header included (an IPv4 raw socket with IP_HDRINCL)."""
+    header included (an IPv4 raw socket with IP_HDRINCL). gso (UDP): consecutive datagrams
+    to the same destination with the same TOS and size (the last may be shorter) share one
+    message with UDP_SEGMENT, up to GSO_MAX_SEGS and GSO_MAX_BYTES."""
     cdef int cap = <int>min(s.count, MAX_VLEN)
     cdef mmsghdr *vec = <mmsghdr *>calloc(cap, sizeof(mmsghdr))
-    cdef iovec *iov = <iovec *>calloc(cap, sizeof(iovec))
+    cdef iovec *iov = <iovec *>calloc(s.count, sizeof(iovec))
     cdef sockaddr_in6 *names = <sockaddr_in6 *>calloc(cap, sizeof(sockaddr_in6))
     cdef uint8_t *ctrl = <uint8_t *>calloc(cap, CTRL_SPACE)
-    cdef Py_ssize_t i, o, l4 = 0, end = 0, ulen, data
-    cdef int tos = 0, nv = 0, sent = 0
+    cdef int *mtos = <int *>calloc(cap, sizeof(int))
+    cdef int *mseg = <int *>calloc(cap, sizeof(int))
+    cdef Py_ssize_t *mbytes = <Py_ssize_t *>calloc(cap, sizeof(Py_ssize_t))
+    cdef bint *mopen = <bint *>calloc(cap, sizeof(bint))
+    cdef Py_ssize_t i, o, l4 = 0, end = 0, ulen, data, dlen
+    cdef int tos = 0, nv = 0, ni = 0, sent = 0, k, last
     cdef uint16_t port_be
-    if vec == NULL or iov == NULL or names == NULL or ctrl == NULL:
+    cdef sockaddr_in6 dest
+    cdef socklen_t namelen = sizeof(sockaddr_in) if family == AF_INET else sizeof(sockaddr_in6)
+    if vec == NULL or iov == NULL or names == NULL or ctrl == NULL or mtos == NULL \
+            or mseg == NULL or mbytes == NULL or mopen == NULL:
         free(vec); free(iov); free(names); free(ctrl)
+        free(mtos); free(mseg); free(mbytes); free(mopen)
         return ERR_NOMEM
     for i in range(s.count):
         if fatal[0]:
@@ -472,31 +520,51 @@ cdef int _send(int fd, Slots *s, uint64_t *stats, int family, int proto, bint ud
             continue
         if hdrincl:
             data = o
-        _dest(&names[nv], family, s.buf + o, port_be)
-        iov[nv].iov_base = s.buf + data
-        iov[nv].iov_len = end - data
-        vec[nv].msg_hdr.msg_name = &names[nv]
-        vec[nv].msg_hdr.msg_namelen = (sizeof(sockaddr_in) if family == AF_INET
-                                       else sizeof(sockaddr_in6))
-        vec[nv].msg_hdr.msg_iov = &iov[nv]
-        vec[nv].msg_hdr.msg_iovlen = 1
-        vec[nv].msg_hdr.msg_control = NULL
-        vec[nv].msg_hdr.msg_controllen = 0
-        vec[nv].msg_hdr.msg_flags = 0
-        if set_tos and tos != 0 and not hdrincl:
-            _tx_tos(&vec[nv].msg_hdr, ctrl + nv * CTRL_SPACE, family, tos)
-        nv += 1
+        dlen = end - data
+        memset(&dest, 0, sizeof(sockaddr_in6))
+        _dest(&dest, family, s.buf + o, port_be)
+        iov[ni].iov_base = s.buf + data
+        iov[ni].iov_len = dlen
+        last = nv - 1
+        if (gso and udp and last >= 0 and mopen[last] and dlen <= mseg[last]
+                and mtos[last] == tos and vec[last].msg_hdr.msg_iovlen < GSO_MAX_SEGS
+                and mbytes[last] + dlen <= GSO_MAX_BYTES
+                and memcmp(&names[last], &dest, namelen) == 0):
+            vec[last].msg_hdr.msg_iovlen += 1          # iov[ni] follows the message's iovs
+            mbytes[last] += dlen
+            if dlen < mseg[last]:
+                mopen[last] = False                    # a shorter datagram ends the group
+            ni += 1
+            continue
         if nv == cap:
+            for k in range(nv):
+                _finish_msg(&vec[k], ctrl + k * CTRL_SPACE, family, mtos[k], mseg[k],
+                            set_tos and not hdrincl)
             sent += _send_all(fd, vec, nv, stats, fatal)
             nv = 0
+            if fatal[0]:
+                break
+        memcpy(&names[nv], &dest, sizeof(sockaddr_in6))
+        vec[nv].msg_hdr.msg_name = &names[nv]
+        vec[nv].msg_hdr.msg_namelen = namelen
+        vec[nv].msg_hdr.msg_iov = &iov[ni]
+        vec[nv].msg_hdr.msg_iovlen = 1
+        vec[nv].msg_hdr.msg_flags = 0
+        mtos[nv], mseg[nv], mbytes[nv], mopen[nv] = tos, <int>dlen, dlen, True
+        ni += 1
+        nv += 1
     if nv > 0 and not fatal[0]:
+        for k in range(nv):
+            _finish_msg(&vec[k], ctrl + k * CTRL_SPACE, family, mtos[k], mseg[k],
+                        set_tos and not hdrincl)
         sent += _send_all(fd, vec, nv, stats, fatal)
     free(vec); free(iov); free(names); free(ctrl)
+    free(mtos); free(mseg); free(mbytes); free(mopen)
     return sent
 
 
 cdef int _send_call(int fd, batch, uint64_t[::1] stats, int family, int proto, bint udp,
-                    bint set_tos, bint hdrincl=False) except -1:
+                    bint set_tos, bint hdrincl=False, bint gso=False) except -1:
     cdef Slots s
     cdef uint64_t *st = _stats(stats)
     cdef int sent, fatal = 0
@@ -508,7 +576,7 @@ cdef int _send_call(int fd, batch, uint64_t[::1] stats, int family, int proto, b
     if s.count == 0:
         return 0
     with nogil:
-        sent = _send(fd, &s, st, family, proto, udp, set_tos, &fatal, hdrincl)
+        sent = _send(fd, &s, st, family, proto, udp, set_tos, &fatal, hdrincl, gso)
     if sent == ERR_NOMEM:
         raise MemoryError()
     if fatal:
@@ -516,12 +584,15 @@ cdef int _send_call(int fd, batch, uint64_t[::1] stats, int family, int proto, b
     return sent
 
 
-def udp_send(int fd, batch, uint64_t[::1] stats, int family=AF_INET, bint set_tos=True):
+def udp_send(int fd, batch, uint64_t[::1] stats, int family=AF_INET, bint set_tos=True,
+             bint gso=False):
     """sendmmsg() the UDP payload (ESP) of every engine output with drop == 0 to the outer
     destination address and UDP destination port. `family` is the socket's (AF_INET or
     AF_INET6); packets of the other family count as tx_malformed. set_tos passes the outer
-    TOS / traffic class (DSCP and RFC 6040 ECN) to the kernel. Returns the packets sent."""
-    return _send_call(fd, batch, stats, family, P_UDP, True, set_tos)
+    TOS / traffic class (DSCP and RFC 6040 ECN) to the kernel. gso: runs of equal-size
+    datagrams to one destination go as one UDP_SEGMENT message (Linux >= 4.18; the wire
+    sees the same datagrams). Returns the packets sent."""
+    return _send_call(fd, batch, stats, family, P_UDP, True, set_tos, False, gso)
 
 
 def esp_raw_send(int fd, batch, uint64_t[::1] stats, int family=AF_INET, int proto=50,

@@ -49,6 +49,7 @@ SO_RCVBUFFORCE = 33
 NAT_T_PORT = 4500          # RFC 3948
 NON_ESP_MARKER = b"\x00\x00\x00\x00"   # RFC 3948 2.2: an IKE message follows
 NAT_KEEPALIVE = b"\xff"                # RFC 3948 2.3
+UDP_SEGMENT = 103          # linux/udp.h: UDP GSO segment size
 SOCKET_BUFFER = 4 << 20    # bytes; bursts of a few thousand full-size packets
 
 
@@ -240,6 +241,15 @@ def _packed(local_ip: str) -> tuple[int, bytes]:
     return (socket.AF_INET if addr.version == 4 else socket.AF_INET6), addr.packed
 
 
+def _udp_gso_supported(sock: socket.socket) -> bool:
+    """Linux >= 4.18 knows UDP_SEGMENT (reading it is harmless)."""
+    try:
+        sock.getsockopt(socket.IPPROTO_UDP, UDP_SEGMENT)
+        return True
+    except OSError:
+        return False
+
+
 def _buffers(sock: socket.socket, size: int) -> None:
     """Big socket buffers: FORCE beyond net.core.[rw]mem_max as root, else the plain knob."""
     for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
@@ -285,7 +295,9 @@ class EspUdpSocket(_Socket):
     SA's encap destination port (kernels_esp.prepare_decrypt)."""
 
     def __init__(self, local_ip: str, port: int = NAT_T_PORT, *, max_len: int = 2048,
-                 buffer_bytes: int = SOCKET_BUFFER):
+                 buffer_bytes: int = SOCKET_BUFFER, gso: bool = True):
+        """gso: send runs of equal-size datagrams to one peer as one UDP_SEGMENT message
+        (where the kernel has UDP GSO); the wire carries the same datagrams either way."""
         family, packed = _packed(local_ip)
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -303,6 +315,7 @@ class EspUdpSocket(_Socket):
             raise NetIOError(e.errno, f"UDP socket {local_ip}:{port}: {e.strerror}") from None
         super().__init__(sock, family, packed, max_len)
         self.port = sock.getsockname()[1]
+        self.gso = gso and _udp_gso_supported(sock)
 
     def recv(self, batch: PacketBatch, max_packets: int = 0) -> Received:
         """One recvmmsg: ESP datagrams appended to `batch` with synthetic outer IP + UDP
@@ -319,7 +332,8 @@ class EspUdpSocket(_Socket):
 
     def send(self, batch: PacketBatch) -> int:
         """sendmmsg every engine output with drop == 0 to its outer dst address and port."""
-        return _netio.udp_send(self.sock.fileno(), batch, self.stats, self.family)
+        return _netio.udp_send(self.sock.fileno(), batch, self.stats, self.family, True,
+                               self.gso)
 
     def send_ike(self, message: bytes, addr: tuple[str, int]) -> None:
         """An IKE message on port 4500: behind the non-ESP marker (RFC 3948 2.2)."""

@@ -171,6 +171,9 @@ class IKEConfig:
     max_init_retries: int = 3          # COOKIE / INVALID_KE_PAYLOAD rounds (2.6, 1.2)
     nonce_len: int = 32
     lifetime_seconds: int = 28800      # IKE SA (Junos default); 0 = no limit
+    # UDP-encapsulate ESP even without a NAT (RFC 3948; strongSwan's encap=yes): the peer is
+    # told we are behind one. On this kernel ESP in UDP costs about half of raw ESP per packet.
+    force_encap: bool = False
     # Certificate authentication (ike/certs.py Credentials); None = pre-shared key.
     # auth_method: "psk", "rsa-signatures", "ecdsa-signatures-256", "ecdsa-signatures-384"
     # (the Junos names of CONFIG.md).

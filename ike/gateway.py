@@ -189,7 +189,8 @@ class Gateway:
         responder chooses among them by traffic selectors) and accepting only its address."""
         gw = self.config.ike_gateways[name]
         children = tuple(c for v in self.vpns.values() if v.gateway == name for c in v.children)
-        changes = {"children": children or gw.ike.children, "remote_addrs": (str(gw.address),)}
+        changes = {"children": children or gw.ike.children, "remote_addrs": (str(gw.address),),
+                   "force_encap": self.settings.force_udp_encapsulation}
         if gw.ike.dpd_interval:
             # Junos DPD: `threshold` unanswered checks, `interval` apart, mean a dead peer.
             # The core declares a peer dead when a request's retransmissions run out, so

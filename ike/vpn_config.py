@@ -117,6 +117,8 @@ class PyspuSettings:
     control_socket: str = CONTROL_SOCKET
     listen_address: str = "0.0.0.0"     # default: the one local address the VPNs use
     workers: int = WORKERS
+    # ESP in UDP 4500 even without a NAT (IKEConfig.force_encap), for every IKE gateway
+    force_udp_encapsulation: bool = False
 
 
 @dataclass(frozen=True)
@@ -561,4 +563,5 @@ class _Builder:
                 {m.local_address for m in manual.values()}
             listen = locals_.pop() if len(locals_) == 1 else None
         return PyspuSettings(tun, sock, str(listen) if listen is not None else "0.0.0.0",
-                             sec.get("workers", WORKERS))
+                             sec.get("workers", WORKERS),
+                             bool(sec.get("force-udp-encapsulation", False)))

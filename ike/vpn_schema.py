@@ -333,6 +333,7 @@ TABLE = Block(0, {
     "pyspu": Block(0, {
         "tun-name": Leaf(word), "control-socket": Leaf(word),
         "listen-address": Leaf(address), "workers": Leaf(integer(1, 64)),
+        "force-udp-encapsulation": Leaf(flag),
     }),
     # `show configuration` starts with the Junos version: nothing to say about it.
     "version": Leaf(word),

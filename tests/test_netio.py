@@ -440,6 +440,53 @@ def test_udp_send_counts_malformed_and_errors(pair):
         udp_a.close()
 
 
+@pytest.mark.parametrize("gso", [True, False])
+def test_udp_send_gso_groups_arrive_as_the_same_datagrams(pair, gso):
+    """UDP GSO (UDP_SEGMENT): runs of equal-size datagrams to one peer leave as one message
+    and arrive as the same datagrams, in order; a shorter one ends a run, another
+    destination or TOS starts a new one. Without gso every datagram is its own message."""
+    with pair.a.enter():
+        udp_a = EspUdpSocket(nh.A4, 4503, gso=gso)
+    sinks = []
+    with pair.b.enter():
+        for port in (4503, 4504):
+            k = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            k.bind((nh.B4, port))
+            k.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            k.setblocking(False)
+            sinks.append(k)
+    try:
+        assert udp_a.gso == gso
+        plan = ([(4503, 0, 1200)] * 70 + [(4503, 0, 300)] + [(4503, 0, 1200)] * 3
+                + [(4504, 0, 1200)] * 2 + [(4503, 0x20, 1200)] * 2 + [(4503, 0, 900)])
+        b = PacketBatch(len(plan), data_bytes=len(plan) * 1400)
+        want = {4503: [], 4504: []}
+        for k, (port, tos, size) in enumerate(plan):
+            payload = k.to_bytes(2, "big") + bytes((k * 31 + j) & 0xFF for j in range(size - 2))
+            b.add(bytes(IP(src=nh.A4, dst=nh.B4, tos=tos) / UDP(sport=4503, dport=port)
+                        / Raw(payload)))
+            want[port].append(payload)
+        assert udp_a.send(b) == len(plan)
+        got = {4503: [], 4504: []}
+        deadline = time.monotonic() + WAIT
+        while (len(got[4503]) < len(want[4503]) or len(got[4504]) < len(want[4504])) \
+                and time.monotonic() < deadline:
+            select.select(sinks, [], [], 0.2)
+            for port, k in zip((4503, 4504), sinks):
+                try:
+                    while True:
+                        got[port].append(k.recv(4096))
+                except BlockingIOError:
+                    pass
+        assert got == want
+        c = udp_a.counters()
+        assert c["tx_packets"] == len(plan) and c["tx_errors"] == 0
+    finally:
+        for k in sinks:
+            k.close()
+        udp_a.close()
+
+
 def test_scapy_esp_in_udp_decrypts_and_engine_output_opens_in_scapy(pair):
     """scapy's IPsec layer (nat_t_header) encrypts; udp_recv + Engine.decrypt recover the
     packet. The engine encrypts; udp_send; scapy decrypts what a plain socket received."""

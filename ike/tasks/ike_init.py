@@ -40,10 +40,15 @@ def _packed(host: str) -> bytes:
         return b""
 
 
-def nat_notifies(spi_i: bytes, spi_r: bytes, local, remote) -> list[NotifyPayload]:
-    """Our NAT_DETECTION_SOURCE_IP (local address) and _DESTINATION_IP (the peer's)."""
+def nat_notifies(spi_i: bytes, spi_r: bytes, local, remote,
+                 force_encap: bool = False) -> list[NotifyPayload]:
+    """Our NAT_DETECTION_SOURCE_IP (local address) and _DESTINATION_IP (the peer's).
+    force_encap hashes a source that is not ours, so the peer sees us "behind a NAT" and
+    both ends use UDP encapsulation (2.23 leaves this to the sender; strongSwan's
+    encap=yes does the same)."""
+    source = _packed(local[0]) if not force_encap else bytes(len(_packed(local[0])))
     return [NotifyPayload(Notify.NAT_DETECTION_SOURCE_IP,
-                          nat_detection_hash(spi_i, spi_r, _packed(local[0]), local[1])),
+                          nat_detection_hash(spi_i, spi_r, source, local[1])),
             NotifyPayload(Notify.NAT_DETECTION_DESTINATION_IP,
                           nat_detection_hash(spi_i, spi_r, _packed(remote[0]), remote[1]))]
 
@@ -61,7 +66,7 @@ def detect_nat(sa: IKESA, msg: Message, spi_r: bytes) -> bool:
     seen_src = nat_detection_hash(msg.spi_i, spi_r, _packed(peer[0]), peer[1])
     seen_dst = nat_detection_hash(msg.spi_i, spi_r, _packed(sa.local_addr[0]), sa.local_port)
     sa.nat_remote = seen_src not in sources
-    sa.nat_local = seen_dst not in dest
+    sa.nat_local = seen_dst not in dest or sa.config.force_encap
     return True
 
 
@@ -132,7 +137,7 @@ class IkeInitInitiator(Task):
                          KEPayload(self.group, self.dh.public_bytes()),
                          NoncePayload(sa.nonce_i)]
         msg.payloads += nat_notifies(sa.spi_i, bytes(8), (sa.local_addr[0], sa.local_port),
-                                     sa.remote_addr)
+                                     sa.remote_addr, sa.config.force_encap)
         msg.payloads += capability_notifies(sa, False)
         return Status.SUCCESS
 
@@ -242,7 +247,7 @@ class IkeInitResponder(Task):
                          NoncePayload(sa.nonce_r)]
         if self.nat_t:
             msg.payloads += nat_notifies(sa.spi_i, sa.spi_r, (sa.local_addr[0], sa.local_port),
-                                         sa.remote_addr)
+                                         sa.remote_addr, sa.config.force_encap)
         msg.payloads += capability_notifies(sa, True) + certreq(sa)
         return Status.SUCCESS
 
