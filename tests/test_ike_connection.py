@@ -9,6 +9,8 @@ INFORMATIONAL delete and liveness (1.4, 2.4), and malformed input.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from engine.engine import Engine
@@ -61,7 +63,8 @@ def carry_esp(pair: Pair, child_i: ChildSAEstablished, child_r: ChildSAEstablish
         (outer,), (drop,) = run(src_eng, [inner], True)
         assert drop == 0
         next_header = outer[9] if outer[0] >> 4 == 4 else outer[6]
-        assert next_header == (17 if pair.nat else 50)     # UDP-encapsulated behind a NAT
+        encap = pair.nat or child_i.outbound.encap_dport is not None
+        assert next_header == (17 if encap else 50)     # UDP-encapsulated behind a NAT
         if pair.nat:
             outer = pair.nat_out(outer) if outward else pair.nat_in(outer)
         (back,), (drop,) = run(dst_eng, [outer], False)
@@ -118,6 +121,26 @@ def test_behind_nat_floats_to_4500_and_encapsulates():
     pair.advance(20.0)
     assert pair.sent_i[-1] == b"\xff" and pair.i.get_timer() == pytest.approx(40.0)
     assert pair.i.established and pair.r.established
+
+
+@pytest.mark.parametrize("side", ["initiator", "responder"])
+def test_force_encap_without_a_nat(side):
+    """force_encap (strongSwan's encap=yes) on either end: no NAT on the path, yet both see
+    one (2.23) and UDP-encapsulate on 4500, and ESP still flows."""
+    ci, cr = configs()
+    if side == "initiator":
+        ci = dataclasses.replace(ci, force_encap=True)
+    else:
+        cr = dataclasses.replace(cr, force_encap=True)
+    pair = establish(ci, cr)
+    (up_i,), (up_r,) = of(pair.events_i, IKESAEstablished), of(pair.events_r, IKESAEstablished)
+    forced, other = (up_i, up_r) if side == "initiator" else (up_r, up_i)
+    assert forced.nat_local and other.nat_remote and not other.nat_local
+    (ev_i,), (ev_r,) = of(pair.events_i, ChildSAEstablished), of(pair.events_r,
+                                                                 ChildSAEstablished)
+    for ev in (ev_i, ev_r):
+        assert (ev.outbound.encap_sport, ev.outbound.encap_dport) == (4500, 4500)
+    carry_esp(pair, ev_i, ev_r)
 
 
 def test_wrong_psk_fails_on_both_sides():
