@@ -7,7 +7,7 @@ prepare (Numba) -> crypto (Cython, GIL released once) -> finish (Numba).
     eng = Engine()
     out_sa = eng.install(cfg, "out")          # SAConfig from engine.sa
     eng.encrypt(batch)                        # in place; batch.drop says what was dropped
-    eng.stats()                               # {"packets_in": .., "packets_out": .., "dropped": {..}}
+    eng.stats()               # {"packets_in": .., "packets_out": .., "dropped": {..}}
 
 Packets with batch.drop != 0 on entry are counted under that reason and left alone (pcap
 I/O marks non-IP frames MALFORMED that way). On encrypt, batch.sa[i] >= 0 forces packet i

@@ -35,8 +35,8 @@ import numba as nb
 import numpy as np
 
 from .drops import Drop
-from .kernels_esp import (accept_in_order, count_drop, ecn_decap, inner_packet, lookup_inbound, selector_match,
-                          write_outer_ipv4, write_outer_ipv6)
+from .kernels_esp import (accept_in_order, count_drop, ecn_decap, inner_packet, lookup_inbound,
+                          selector_match, write_outer_ipv4, write_outer_ipv6)
 from .kernels_ip import (JIT, P_AH, P_DSTOPTS, P_HOPOPT, P_IPV4, P_IPV6, P_NONE, P_ROUTING,
                          dscp_of, ecn_of, ipv4_set_checksum, move_bytes, parse_ip, ports_of,
                          rd32, wr16, wr32)

@@ -23,9 +23,9 @@ import numpy as np
 
 from . import backends, replay
 from ._crypto import CryptoTable
-from .algorithms import AUTHS, CIPHERS, Auth, Cipher
+from .algorithms import AUTHS, CIPHERS, Auth
 from .drops import N_DROPS
-from .sa import MODE_TUNNEL, PROTO_AH, PROTO_ESP, SAConfig
+from .sa import PROTO_AH, PROTO_ESP, SAConfig
 
 SA_DTYPE = np.dtype([
     ("active", np.uint8), ("outbound", np.uint8), ("proto", np.uint8), ("mode", np.uint8),
@@ -160,7 +160,8 @@ class SADatabase:
             r["iv_len"] = 0
         icv = cfg.icv_bits // 8 if (cfg.aead or auth != Auth.NONE) else 0
         if icv == 0 and (cfg.aead or auth != Auth.NONE):
-            icv = (CIPHERS[cfg.aead].icv_bits[-1] if cfg.aead else AUTHS[cfg.auth].default_bits) // 8
+            icv = (CIPHERS[cfg.aead].icv_bits[-1] if cfg.aead
+                   else AUTHS[cfg.auth].default_bits) // 8
         r["icv_len"] = icv
         r["encap"] = cfg.encap_dport is not None
         r["encap_sport"] = cfg.encap_sport or 0

@@ -10,7 +10,8 @@
 
 It never opens a socket, reads a clock or touches the engine. Datagrams carry their RFC 3948
 framing: those that start with the non-ESP marker, and 1-byte NAT keepalives, belong on
-the NAT-T socket (4500), the rest on the IKE socket (500); receive_datagram() takes either kind as it arrived. A
+the NAT-T socket (4500), the rest on the IKE socket (500); receive_datagram() takes
+either kind as it arrived. A
 responder is created with initiator=False and fed the first IKE_SA_INIT (ike/endpoint.py
 does that, and the COOKIE defence that must happen before any state exists).
 Malformed input never raises: it is dropped or answered with the right notify.

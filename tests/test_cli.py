@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -614,7 +614,8 @@ def test_manual_ah_and_local_address_sources():
 # =============================================================================================
 
 def test_syntax_errors_do_not_echo_values():
-    text = edit('pre-shared-key ascii-text "mini secret";', 'pre-shared-key ascii-text "mini secret"')
+    text = edit('pre-shared-key ascii-text "mini secret";',
+                'pre-shared-key ascii-text "mini secret"')
     msg = error_of(text)
     assert msg.startswith(f"gw.conf:{line_of(text, 'pre-shared-key ascii')}: missing ';'")
     assert "mini" not in msg and "secret" not in msg

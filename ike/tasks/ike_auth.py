@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from ..config import ChildConfig, IKEConfig, Identity
+from ..config import ChildConfig, Identity
 from ..constants import Exchange, Notify, notify_name
 from ..errors import ParseError, ProtocolError
 from ..events import (AuthenticationFailed, ChildSAFailed, IKESADeleted, IKESAEstablished,
