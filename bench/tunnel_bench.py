@@ -6,7 +6,8 @@
     python -m bench.tunnel_bench [--pair aes128-sha1-modp2048] [--seconds 10] [--repeats 3]
                                  [--json FILE]
 
-TCP (one stream) and UDP (1400-byte datagrams, unlimited send rate; what arrives counts),
+TCP (one stream) and UDP (1400-byte IP datagrams: 1372 bytes of payload, so they fit st0's
+MTU of 1400 without fragmenting; unlimited send rate; what arrives counts),
 each from the left namespace's inner host to the right one's; medians over repeats. The
 machine's 2 cores carry both gateways, iperf3 and the kernels, so only ratios measured in
 the same run mean anything. Needs root, strongSwan, iperf3.
@@ -35,7 +36,7 @@ def _iperf(rig: Rig, seconds: float, udp: bool) -> float:
     args = ["iperf3", "-c", INNER_HOST["right"], "-B", INNER_HOST["left"], "-t", str(seconds),
             "-J"]
     if udp:
-        args += ["-u", "-l", "1400", "-b", "0"]
+        args += ["-u", "-l", "1372", "-b", "0"]
     r = rig.run("left", *args, timeout=seconds + 60)
     server.wait(30)
     data = json.loads(r.stdout)
