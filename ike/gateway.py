@@ -353,7 +353,7 @@ class Gateway:
     def _remove(self, t: Tunnel) -> None:
         self.tunnels.pop(t.spi_in, None)
         for h in (t.h_in, t.h_out):
-            if h is not None and h in self.engine.sad.configs:
+            if h is not None and h in self.engine.handles():
                 self.engine.remove(h)
         v = self.vpns.get(t.vpn)
         if v is not None and t.spi_in in v.tunnels:
