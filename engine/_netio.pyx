@@ -37,6 +37,7 @@ from libc.string cimport memcmp, memcpy, memset
 
 from engine._libc_net cimport *
 from engine._netio_hdr cimport *
+from engine._slots cimport Slots, _slots, _now_ns
 
 from engine.batch import HEADROOM as _HEADROOM, SLOT_ALIGN as _SLOT_ALIGN, \
     TAILROOM as _TAILROOM
@@ -99,71 +100,13 @@ cdef inline Py_ssize_t _slot_bytes(Py_ssize_t n) noexcept nogil:
     return ((HEADROOM + n + TAILROOM + SLOT_ALIGN - 1) // SLOT_ALIGN) * SLOT_ALIGN
 
 
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
 cdef object _oserror(int e):
     return OSError(e, os.strerror(e))
 
 
 # ---------------------------------------------------------------------------------------
-# A PacketBatch as raw pointers for the nogil loops
+# Slots (engine/_slots.pxd): a PacketBatch as raw pointers for the nogil loops
 # ---------------------------------------------------------------------------------------
-cdef struct Slots:
-    uint8_t *buf
-    Py_ssize_t bufsize
-    int64_t *off
-    int64_t *length
-    int64_t *slot_start
-    int64_t *slot_end
-    uint8_t *drop
-    int32_t *sa
-    int64_t *ts_ns
-    uint8_t *l2_len
-    Py_ssize_t capacity
-    Py_ssize_t count
-    Py_ssize_t used
-
-
-cdef int _slots(batch, Slots *s) except -1:
-    """Point s at batch's arrays (typed views check dtype and contiguity; the batch keeps
-    the arrays alive for the call) after checking every per-packet array holds capacity
-    entries and count/used are in range: the nogil loops rely on that, not on bounds
-    checks."""
-    cdef uint8_t[::1] buf = batch.buf
-    cdef int64_t[::1] off = batch.off
-    cdef int64_t[::1] length = batch.length
-    cdef int64_t[::1] slot_start = batch.slot_start
-    cdef int64_t[::1] slot_end = batch.slot_end
-    cdef uint8_t[::1] drop = batch.drop
-    cdef int32_t[::1] sa = batch.sa
-    cdef int64_t[::1] ts_ns = batch.ts_ns
-    cdef uint8_t[::1] l2_len = batch.l2_len
-    cdef Py_ssize_t cap = batch.capacity
-    if cap < 1 or min(off.shape[0], length.shape[0], slot_start.shape[0], slot_end.shape[0],
-                      drop.shape[0], sa.shape[0], ts_ns.shape[0], l2_len.shape[0]) < cap:
-        raise ValueError("PacketBatch arrays are smaller than its capacity")
-    s.count = batch.count
-    s.used = batch.used
-    if s.count < 0 or s.count > cap or s.used < 0 or s.used > buf.shape[0]:
-        raise ValueError("PacketBatch count/used out of range")
-    s.buf = &buf[0]
-    s.bufsize = buf.shape[0]
-    s.off = &off[0]
-    s.length = &length[0]
-    s.slot_start = &slot_start[0]
-    s.slot_end = &slot_end[0]
-    s.drop = &drop[0]
-    s.sa = &sa[0]
-    s.ts_ns = &ts_ns[0]
-    s.l2_len = &l2_len[0]
-    s.capacity = cap
-    return 0
-
-
 cdef inline void _place(Slots *s, Py_ssize_t start, Py_ssize_t o, Py_ssize_t n,
                         Py_ssize_t end, int64_t now) noexcept nogil:
     """Append packet [o, o + n) of the slot [start, end) as a fresh, undropped packet."""

@@ -39,6 +39,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memcmp, memset, memmove
 
 from engine._libc_net cimport *
+from engine._slots cimport Slots, _slots, _now_ns
 
 from engine import _netio
 from engine.batch import HEADROOM as _HEADROOM, SLOT_ALIGN as _SLOT_ALIGN, \
@@ -212,12 +213,6 @@ cdef inline void _ipv4_csum(uint8_t *ip, Py_ssize_t ihl) noexcept nogil:
     _store_csum(ip + 10, <uint16_t>~_fold(_sum(ip, ihl, 0)))
 
 
-cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
-
-
 cdef inline Py_ssize_t _slot_bytes(Py_ssize_t n) noexcept nogil:
     # the same arithmetic as PacketBatch.slot_bytes
     return ((HEADROOM + n + TAILROOM + SLOT_ALIGN - 1) // SLOT_ALIGN) * SLOT_ALIGN
@@ -234,58 +229,8 @@ cdef inline bint _caller_error(int e) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
-# a PacketBatch as raw pointers (the same contract as _netio's)
+# Slots (engine/_slots.pxd): a PacketBatch as raw pointers for the nogil loops
 # ---------------------------------------------------------------------------------------
-cdef struct Slots:
-    uint8_t *buf
-    Py_ssize_t bufsize
-    int64_t *off
-    int64_t *length
-    int64_t *slot_start
-    int64_t *slot_end
-    uint8_t *drop
-    int32_t *sa
-    int64_t *ts_ns
-    uint8_t *l2_len
-    Py_ssize_t capacity
-    Py_ssize_t count
-    Py_ssize_t used
-
-
-cdef int _slots(batch, Slots *s) except -1:
-    """Point s at batch's arrays after checking every per-packet array holds capacity
-    entries and count/used are in range (the nogil loops rely on that)."""
-    cdef uint8_t[::1] buf = batch.buf
-    cdef int64_t[::1] off = batch.off
-    cdef int64_t[::1] length = batch.length
-    cdef int64_t[::1] slot_start = batch.slot_start
-    cdef int64_t[::1] slot_end = batch.slot_end
-    cdef uint8_t[::1] drop = batch.drop
-    cdef int32_t[::1] sa = batch.sa
-    cdef int64_t[::1] ts_ns = batch.ts_ns
-    cdef uint8_t[::1] l2_len = batch.l2_len
-    cdef Py_ssize_t cap = batch.capacity
-    if cap < 1 or min(off.shape[0], length.shape[0], slot_start.shape[0], slot_end.shape[0],
-                      drop.shape[0], sa.shape[0], ts_ns.shape[0], l2_len.shape[0]) < cap:
-        raise ValueError("PacketBatch arrays are smaller than its capacity")
-    s.count = batch.count
-    s.used = batch.used
-    if s.count < 0 or s.count > cap or s.used < 0 or s.used > buf.shape[0]:
-        raise ValueError("PacketBatch count/used out of range")
-    s.buf = &buf[0]
-    s.bufsize = buf.shape[0]
-    s.off = &off[0]
-    s.length = &length[0]
-    s.slot_start = &slot_start[0]
-    s.slot_end = &slot_end[0]
-    s.drop = &drop[0]
-    s.sa = &sa[0]
-    s.ts_ns = &ts_ns[0]
-    s.l2_len = &l2_len[0]
-    s.capacity = cap
-    return 0
-
-
 cdef inline uint8_t *_new_slot(Slots *s, Py_ssize_t n, int64_t now) noexcept nogil:
     """Append an n-byte packet slot (the caller checked _room); returns where its bytes go."""
     cdef Py_ssize_t i = s.count
