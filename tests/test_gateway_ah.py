@@ -10,42 +10,19 @@ Without root the tests are skipped locally and fail under CI=true.
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-import pytest
 
-from bench.rig import Rig, missing_requirements
 from bench.tunnel_configs import Pair, junos
+from gateway_helpers import logs as _logs, rig_fixture, wait_until as _wait
 
 #: IKE as PAIRS[0]; the IPsec proposal is AH HMAC-SHA-256-128 with PFS (group 19)
 AH_PAIR = Pair("ah-sha256-pfs", "aes-128-cbc", "sha-256", "group14", "", "hmac-sha-256-128",
                "group19", "", "")
 
 
-@pytest.fixture
-def rig():
-    missing = missing_requirements(need_strongswan=False)
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"gateway tests cannot run under CI: {missing}")
-        pytest.skip(missing)
-    with Rig() as r:
-        yield r
-
-
-def _logs(*gws) -> str:
-    return "".join(f"\n--- {g.side} ---\n{g.log_tail()}" for g in gws)
-
-
-def _wait(predicate, within: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+rig = rig_fixture(need_strongswan=False)
 
 
 def _spis(st: dict) -> dict:

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import datetime
 import hmac
-import os
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 from cert_factory import Pki
@@ -27,7 +25,8 @@ from cryptography.hazmat.primitives import serialization
 from ike_harness import Pair as IKEPair
 from ike_harness import configs, of
 
-from bench.rig import INNER_HOST, INNER_NET, Rig, missing_requirements
+from bench.rig import INNER_HOST, INNER_NET
+from gateway_helpers import logs as _logs, rig_fixture, tail as _tail, wait_until as _wait
 from bench.tunnel_configs import PAIRS, Pair, junos, junos_manual, swanctl
 from ike import events as ev
 from ike.constants import Encr, Integ
@@ -37,46 +36,10 @@ from ike.errors import IntegrityError
 TCP_BYTES = 1_000_000
 
 
-def _rig(need_strongswan: bool):
-    missing = missing_requirements(need_strongswan=need_strongswan)
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"gateway tests cannot run under CI: {missing}")
-        pytest.skip(missing)
-    return Rig()
+rig = rig_fixture(need_strongswan=True)
 
 
-@pytest.fixture
-def rig():
-    with _rig(True) as r:
-        yield r
-
-
-@pytest.fixture
-def rig2():
-    """pyspu on both sides: no strongSwan needed."""
-    with _rig(False) as r:
-        yield r
-
-
-def _logs(*procs) -> str:
-    return "".join(f"\n--- {type(p).__name__} {p.side} ---\n{_tail(p)}" for p in procs)
-
-
-def _tail(p, n: int = 60) -> str:
-    """The end of a log without Numba's compiler chatter (--log-level debug shows it)."""
-    text = p.log_text() if hasattr(p, "log_text") else p.log_tail(400)
-    lines = [ln for ln in text.splitlines() if "numba" not in ln and not ln.startswith(" ")]
-    return "\n".join(lines[-n:])
-
-
-def _wait(predicate, within: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+rig2 = rig_fixture(need_strongswan=False, name="rig2")     # pyspu on both sides
 
 
 def _traffic_both_ways(rig, *procs, nbytes: int = TCP_BYTES, src=None, dst=None) -> None:

@@ -7,38 +7,16 @@ liveness checks. Without root the tests are skipped locally and fail under CI=tr
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
 import pytest
 
-from bench.rig import Rig, missing_requirements
 from bench.tunnel_configs import PAIRS, junos
+from gateway_helpers import logs as _logs, rig_fixture, wait_until as _wait
 
 
-@pytest.fixture
-def rig():
-    missing = missing_requirements(need_strongswan=False)
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"gateway tests cannot run under CI: {missing}")
-        pytest.skip(missing)
-    with Rig() as r:
-        yield r
-
-
-def _logs(*gws) -> str:
-    return "".join(f"\n--- {g.side} ---\n{g.log_tail()}" for g in gws)
-
-
-def _wait(predicate, within: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+rig = rig_fixture(need_strongswan=False)
 
 
 def _pair_up(rig, pair, **kw):

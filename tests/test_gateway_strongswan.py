@@ -17,34 +17,13 @@ import time
 
 import pytest
 
-from bench.rig import Rig, missing_requirements
 from bench.tunnel_configs import PAIRS, PSK, junos, swanctl
+from gateway_helpers import logs as _logs, rig_fixture, wait_until as _wait
 
 TCP_BYTES = 2_000_000
 
 
-@pytest.fixture
-def rig():
-    missing = missing_requirements(need_strongswan=True)
-    if missing:
-        if __import__("os").environ.get("CI") == "true":
-            pytest.fail(f"gateway interop cannot run under CI: {missing}")
-        pytest.skip(missing)
-    with Rig() as r:
-        yield r
-
-
-def _logs(gw, charon) -> str:
-    return f"\n--- pyspu ---\n{gw.log_tail()}\n--- charon ---\n{charon.log_tail()}"
-
-
-def _wait(predicate, within: float, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return False
+rig = rig_fixture(need_strongswan=True)
 
 
 def _child_spis(status: dict) -> dict:
