@@ -25,7 +25,8 @@ import numpy as np
 
 from .drops import Drop
 from .kernels_esp import ipv4_fragment, is_encap_port, lookup_inbound
-from .kernels_ip import P_AH, P_ESP, P_UDP, ipv4_checksum_ok, parse_ip, ports_of, rd16, rd32
+from .kernels_ip import (JIT, P_AH, P_ESP, P_UDP, ipv4_checksum_ok, parse_ip, ports_of, rd16,
+                         rd32)
 from .sad import ADDR_SEL_DST, ADDR_SEL_SRC
 
 D_NO_POLICY = np.uint8(Drop.NO_POLICY)
@@ -39,7 +40,7 @@ LOST = np.uint8(255)
 AH_FIXED = 12         # RFC 4302 2: the AH header up to the ICV
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def classify_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_ports,
                      sa_logical, owner, dest):
     """dest[i] = physical SPU of packet i's inbound SA (sa[i] = its slot, as the engine's
@@ -124,7 +125,7 @@ def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray]:
     return pol_i, pol_a
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def rd64(buf, o):
     v = np.uint64(0)
     for j in range(8):
@@ -132,7 +133,7 @@ def rd64(buf, o):
     return v
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(inline="always", **JIT)
 def policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
     if not pol_i[k, POL_HAS_SEL]:
         return True
@@ -154,7 +155,7 @@ def policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
     return True
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logical, owner, dest):
     """dest[i] = physical SPU of the outbound SA packet i goes to (written to sa[i]), or -1."""
     for i in range(n):
@@ -194,7 +195,7 @@ def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logica
         dest[i] = owner[sa_logical[s]]
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def split(dest, n, counts, starts, order):
     """Group packet indices by SPU, keeping input order inside each group (per-SA order).
 
@@ -216,7 +217,7 @@ def split(dest, n, counts, starts, order):
             counts[d] += 1
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def gather(idx, m, off, length, slot_start, slot_end, drop, sa,
            v_off, v_length, v_slot_start, v_slot_end, v_drop, v_sa):
     """A worker's view of its m packets of a shared batch (metadata only, bytes stay)."""
@@ -230,7 +231,7 @@ def gather(idx, m, off, length, slot_start, slot_end, drop, sa,
         v_sa[j] = sa[i]
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def scatter(idx, m, v_off, v_length, v_drop, v_sa, off, length, drop, sa):
     """Write a worker's results back into the shared batch."""
     for j in range(m):
@@ -241,7 +242,7 @@ def scatter(idx, m, v_off, v_length, v_drop, v_sa, off, length, drop, sa):
         sa[i] = v_sa[j]
 
 
-@nb.njit(cache=True)
+@nb.njit(**JIT)
 def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop):
     """Counters of one finished batch: per SPU (packets it was given, written, dropped by
     reason, lost with it) and the dispatcher's own drops (dest -1)."""
