@@ -18,12 +18,7 @@ from libc.string cimport memcpy, memset
 
 from engine._libcrypto cimport *
 from engine._layout cimport *   # op-row columns, algorithm ids, drop values
-
-cdef union digest_ctx:
-    MD5_CTX md5
-    SHA_CTX sha1
-    SHA256_CTX sha256
-    SHA512_CTX sha512
+from engine._digest cimport digest_ctx, _digest_len, _block_len, _d_init, _d_update, _d_final
 
 cdef struct hmac_state:
     int alg
@@ -50,63 +45,6 @@ cdef struct sa_crypto:
 # ---------------------------------------------------------------------------------------
 # HMAC from precomputed states
 # ---------------------------------------------------------------------------------------
-cdef int _digest_len(int alg) noexcept nogil:
-    if alg == A_MD5:
-        return 16
-    if alg == A_SHA1:
-        return 20
-    if alg == A_SHA256:
-        return 32
-    if alg == A_SHA384:
-        return 48
-    if alg == A_SHA512:
-        return 64
-    return 0
-
-
-cdef int _block_len(int alg) noexcept nogil:
-    if alg == A_SHA384 or alg == A_SHA512:
-        return 128
-    return 64
-
-
-cdef void _d_init(int alg, digest_ctx *c) noexcept nogil:
-    if alg == A_MD5:
-        MD5_Init(&c.md5)
-    elif alg == A_SHA1:
-        SHA1_Init(&c.sha1)
-    elif alg == A_SHA256:
-        SHA256_Init(&c.sha256)
-    elif alg == A_SHA384:
-        SHA384_Init(&c.sha512)
-    else:
-        SHA512_Init(&c.sha512)
-
-
-cdef inline void _d_update(int alg, digest_ctx *c, const uint8_t *p, size_t n) noexcept nogil:
-    if alg == A_SHA1:
-        SHA1_Update(&c.sha1, p, n)
-    elif alg == A_SHA256:
-        SHA256_Update(&c.sha256, p, n)
-    elif alg == A_MD5:
-        MD5_Update(&c.md5, p, n)
-    else:
-        SHA512_Update(&c.sha512, p, n)   # SHA-384 shares SHA-512's update
-
-
-cdef inline void _d_final(int alg, digest_ctx *c, uint8_t *out) noexcept nogil:
-    if alg == A_SHA1:
-        SHA1_Final(out, &c.sha1)
-    elif alg == A_SHA256:
-        SHA256_Final(out, &c.sha256)
-    elif alg == A_MD5:
-        MD5_Final(out, &c.md5)
-    elif alg == A_SHA384:
-        SHA384_Final(out, &c.sha512)
-    else:
-        SHA512_Final(out, &c.sha512)
-
-
 cdef int _hmac_setup(hmac_state *h, int alg, const uint8_t *key, size_t keylen) noexcept nogil:
     """RFC 2104: absorb (K ^ ipad) and (K ^ opad) once; keys longer than a block are hashed."""
     cdef uint8_t k[128]

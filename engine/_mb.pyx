@@ -41,11 +41,8 @@ from cpython.pythread cimport (PyThread_acquire_lock, PyThread_allocate_lock,
 
 from engine._ipsecmb cimport *
 from engine._layout cimport *   # op-row columns, algorithm ids, drop values
-from engine._libcrypto cimport (CRYPTO_memcmp, MD5_CTX, MD5_Final, MD5_Init, MD5_Update,
-                                RAND_bytes, SHA256_CTX, SHA256_Final, SHA256_Init,
-                                SHA256_Update, SHA384_Final, SHA384_Init, SHA512_CTX,
-                                SHA512_Final, SHA512_Init, SHA512_Update, SHA_CTX, SHA1_Final,
-                                SHA1_Init, SHA1_Update)
+from engine._libcrypto cimport CRYPTO_memcmp, RAND_bytes
+from engine._digest cimport digest_ctx, _digest_len, _block_len, _d_init, _d_update, _d_final
 
 cdef extern from *:
     """
@@ -150,24 +147,6 @@ def version() -> str:
 # ---------------------------------------------------------------------------------------
 # What this backend runs (the registry's probe, engine/backends.py)
 # ---------------------------------------------------------------------------------------
-cdef int _digest_len(int auth) noexcept nogil:
-    if auth == A_MD5:
-        return 16
-    if auth == A_SHA1:
-        return 20
-    if auth == A_SHA256:
-        return 32
-    if auth == A_SHA384:
-        return 48
-    if auth == A_SHA512:
-        return 64
-    return 0
-
-
-cdef int _block_len(int auth) noexcept nogil:
-    return 128 if auth == A_SHA384 or auth == A_SHA512 else 64
-
-
 def supports(int cipher, int auth, int icv_len, bint esn, int proto=PROTO_ESP) -> bool:
     """True if this backend runs an SA with these transforms (ESP only; AH stays OpenSSL).
 
@@ -202,27 +181,13 @@ cdef void _hmac_states(mb_sa *sa, int auth, const uint8_t *key, size_t keylen) n
     cdef uint8_t pad[128]
     cdef int bl = _block_len(auth)
     cdef int i
-    cdef MD5_CTX md5
-    cdef SHA_CTX sha1
-    cdef SHA256_CTX sha256
-    cdef SHA512_CTX sha512
+    cdef digest_ctx c
     memset(k, 0, 128)
     if <int>keylen > bl:
-        if auth == A_MD5:
-            MD5_Init(&md5); MD5_Update(&md5, key, keylen); MD5_Final(k, &md5)
-            imb_clear_mem(&md5, sizeof(md5))
-        elif auth == A_SHA1:
-            SHA1_Init(&sha1); SHA1_Update(&sha1, key, keylen); SHA1_Final(k, &sha1)
-            imb_clear_mem(&sha1, sizeof(sha1))
-        elif auth == A_SHA256:
-            SHA256_Init(&sha256); SHA256_Update(&sha256, key, keylen); SHA256_Final(k, &sha256)
-            imb_clear_mem(&sha256, sizeof(sha256))
-        elif auth == A_SHA384:
-            SHA384_Init(&sha512); SHA512_Update(&sha512, key, keylen); SHA384_Final(k, &sha512)
-            imb_clear_mem(&sha512, sizeof(sha512))
-        else:
-            SHA512_Init(&sha512); SHA512_Update(&sha512, key, keylen); SHA512_Final(k, &sha512)
-            imb_clear_mem(&sha512, sizeof(sha512))
+        _d_init(auth, &c)
+        _d_update(auth, &c, key, keylen)
+        _d_final(auth, &c, k)
+        imb_clear_mem(&c, sizeof(c))
     elif keylen > 0:
         memcpy(k, key, keylen)
     for i in range(bl):
