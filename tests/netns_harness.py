@@ -95,3 +95,24 @@ class Pair:
         for ns in self.made:
             sh("ip", "netns", "del", ns.name, check=False)
         self.made.clear()
+
+
+def pair_fixture(tag: str):
+    """A module-scoped `pair` fixture: a Pair named by `tag`, skipped locally without root,
+    a failure under CI=true (where the bootstrap makes everything available)."""
+    import pytest
+
+    @pytest.fixture(scope="module", name="pair")
+    def pair():
+        why = missing()
+        if why:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"network-namespace tests cannot run under CI: {why}")
+            pytest.skip(why)
+        p = Pair(tag)
+        try:
+            p.up()
+            yield p
+        finally:
+            p.down()
+    return pair

@@ -39,19 +39,7 @@ net = ipaddress.ip_network
 WAIT = 10.0          # seconds: an upper bound for packets to cross the veth, never asserted
 
 
-@pytest.fixture(scope="module")
-def pair():
-    why = nh.missing()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"network-namespace tests cannot run under CI: {why}")
-        pytest.skip(why)
-    p = nh.Pair("nio")
-    try:
-        p.up()
-        yield p
-    finally:
-        p.down()
+pair = nh.pair_fixture("nio")
 
 
 def _quiet_tun(ns: nh.Netns, tun: Tun) -> None:

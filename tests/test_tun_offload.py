@@ -35,19 +35,7 @@ VNET = struct.Struct("<BBHHHH")     # flags, gso_type, hdr_len, gso_size, csum_s
 NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6 = 1, 0, 1, 4
 
 
-@pytest.fixture(scope="module")
-def pair():
-    why = nh.missing()
-    if why:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"network-namespace tests cannot run under CI: {why}")
-        pytest.skip(why)
-    p = nh.Pair("tof")
-    try:
-        p.up()
-        yield p
-    finally:
-        p.down()
+pair = nh.pair_fixture("tof")
 
 
 def _stats():
