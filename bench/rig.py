@@ -82,7 +82,7 @@ charon {{
             ike = 2
             cfg = 2
             knl = 1
-            chd = 1
+            chd = 2
         }}
     }}
     plugins {{
@@ -122,6 +122,21 @@ charon {{
             return "\n".join((self.dir / "charon.log").read_text().splitlines()[-n:])
         except OSError:
             return "(no charon log)"
+
+    def log_size(self) -> int:
+        """Where the log ends now: log_since(size) reads what comes after."""
+        try:
+            return (self.dir / "charon.log").stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.dir / "charon.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def kill(self) -> None:
         """Vanish without a Delete (SIGKILL): the other side must notice by liveness checks."""

@@ -1,6 +1,6 @@
 """Interop: pyspu's IKEv2 initiator against a live strongSwan responder.
 
-The bed (built and torn down here, after /work/shared/recipes/strongswan.md):
+The bed (bench/rig.py, after /work/shared/recipes/strongswan.md; built and torn down here):
   namespace A: 10.200.0.1/24 on a veth, runs tests/ike_interop_peer.py (ike/daemon.py
                around the sans-I/O core, pyspu's engine for ESP)
   namespace B: 10.200.0.2/24, 10.202.0.1/32 on lo, runs charon 5.9 with kernel-libipsec
@@ -33,23 +33,17 @@ import json
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-CHARON = "/usr/lib/ipsec/charon"
-SWANCTL = "/usr/sbin/swanctl"
-LIBIPSEC = "/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so"
-PLUGINS = ("random nonce openssl aes sha1 sha2 md5 hmac gcm chapoly curve25519 xcbc cmac ctr "
-           "ccm pem pkcs1 pkcs8 pkcs12 x509 pubkey revocation constraints kdf kernel-libipsec "
-           "kernel-netlink socket-default vici updown")
+from bench.rig import OUTER, SWANCTL, Rig, missing_requirements
+
 PSK = "pyspu-interop-psk-0123456789abcdef"
-PYSPU, CHARON_IP = "10.200.0.1", "10.200.0.2"
+PYSPU, CHARON_IP = OUTER["left"], OUTER["right"]
 PEER_SCRIPT = Path(__file__).with_name("ike_interop_peer.py")
 REPO = PEER_SCRIPT.parent.parent
 
@@ -105,84 +99,23 @@ secrets {{
 """
 
 
-def _strongswan_missing() -> str:
-    if os.geteuid() != 0:
-        return "needs root (network namespaces)"
-    for path in (CHARON, SWANCTL, LIBIPSEC):
-        if not os.path.exists(path):
-            return f"strongSwan not installed ({path} missing)"
-    if shutil.which("ip") is None:
-        return "iproute2 missing"
-    return ""
-
-
 def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(args, check=check, capture_output=True, text=True, timeout=30)
 
 
 class Bed:
+    """bench/rig.py's two namespaces, with charon on the right side (B) loaded with
+    SWANCTL_CONF; pyspu's peer runs in the left one (A)."""
+
     def __init__(self):
-        tag = f"{os.getpid() % 100000}"
-        self.ns_a, self.ns_b = f"pyspu-ike-{tag}-a", f"pyspu-ike-{tag}-b"
-        self.dir = Path(tempfile.mkdtemp(prefix="pyspu-ike-"))
-        self.vici = f"unix://{self.dir}/charon.vici"
-        self.charon: subprocess.Popen | None = None
-        self.netns_made: list[str] = []
+        self.rig = Rig()
+        self.charon = None
 
     def up(self) -> None:
-        for ns in (self.ns_a, self.ns_b):
-            _sh("ip", "netns", "add", ns)
-            self.netns_made.append(ns)
-        tag = self.ns_a.split("-")[2]
-        va, vb = f"pik{tag}a", f"pik{tag}b"
-        _sh("ip", "link", "add", va, "netns", self.ns_a, "type", "veth", "peer", "name", vb,
-            "netns", self.ns_b)
-        _sh("ip", "-n", self.ns_a, "addr", "add", f"{PYSPU}/24", "dev", va)
-        _sh("ip", "-n", self.ns_b, "addr", "add", f"{CHARON_IP}/24", "dev", vb)
-        _sh("ip", "-n", self.ns_b, "addr", "add", "10.202.0.1/32", "dev", "lo")
-        for ns, dev in ((self.ns_a, va), (self.ns_b, vb)):
-            _sh("ip", "-n", ns, "link", "set", "lo", "up")
-            _sh("ip", "-n", ns, "link", "set", dev, "up")
-        (self.dir / "swanctl.conf").write_text(SWANCTL_CONF)
-        (self.dir / "strongswan.conf").write_text(f"""
-charon {{
-    load = {PLUGINS}
-    filelog {{
-        test {{
-            path = {self.dir}/charon.log
-            append = no
-            flush_line = yes
-            default = 1
-            ike = 2
-            cfg = 2
-            knl = 1
-            chd = 2
-        }}
-    }}
-    plugins {{
-        vici {{
-            socket = {self.vici}
-        }}
-    }}
-}}
-""")
-        # `ip netns exec` gives charon a private mount namespace: /run there is our dir.
-        self.charon = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns_b, "sh", "-c",
-             'mount -n --bind "$1" /run && exec env STRONGSWAN_CONF="$1/strongswan.conf" "$2"',
-             "charon", str(self.dir), CHARON],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if _sh(SWANCTL, "--stats", "--uri", self.vici, check=False).returncode == 0:
-                break
-            if self.charon.poll() is not None:
-                raise RuntimeError(f"charon exited: {self.log_tail()}")
-            time.sleep(0.1)
-        else:
-            raise RuntimeError(f"charon's VICI socket never came up: {self.log_tail()}")
-        _sh(SWANCTL, "--load-all", "--noprompt", "--file", str(self.dir / "swanctl.conf"),
-            "--uri", self.vici)
+        self.rig.up()
+        self.ns_a, self.ns_b = self.rig.ns["left"], self.rig.ns["right"]
+        self.charon = self.rig.charon("right", SWANCTL_CONF)
+        self.dir, self.vici = self.charon.dir, self.charon.vici
 
     def load(self, conf: str, files: dict | None = None, name: str = "alt") -> None:
         """Replace charon's connections and credentials with `conf` (and `files`, paths
@@ -193,54 +126,34 @@ charon {{
             (where / rel).parent.mkdir(parents=True, exist_ok=True)
             (where / rel).write_bytes(data)
         (where / "swanctl.conf").write_text(conf)
-        _sh(SWANCTL, "--load-all", "--clear", "--noprompt", "--file",
-            str(where / "swanctl.conf"), "--uri", self.vici)
+        self.charon.swanctl("--load-all", "--clear", "--noprompt", "--file",
+                            str(where / "swanctl.conf"))
 
     def restore(self) -> None:
-        _sh(SWANCTL, "--terminate", "--ike", "tun", "--force", "--timeout", "5",
-            "--uri", self.vici, check=False)
-        _sh(SWANCTL, "--load-all", "--clear", "--noprompt", "--file",
-            str(self.dir / "swanctl.conf"), "--uri", self.vici)
+        self.charon.swanctl("--terminate", "--ike", "tun", "--force", "--timeout", "5",
+                            check=False)
+        self.charon.swanctl("--load-all", "--clear", "--noprompt", "--file",
+                            str(self.dir / "swanctl.conf"))
 
     def log_size(self) -> int:
-        try:
-            return (self.dir / "charon.log").stat().st_size
-        except OSError:
-            return 0
+        return self.charon.log_size()
 
     def log_since(self, offset: int) -> str:
-        try:
-            with open(self.dir / "charon.log", "rb") as f:
-                f.seek(offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return self.charon.log_since(offset)
 
     def list_sas(self) -> str:
-        return _sh(SWANCTL, "--list-sas", "--uri", self.vici).stdout
+        return self.charon.list_sas()
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join((self.dir / "charon.log").read_text().splitlines()[-n:])
-        except OSError:
-            return "(no charon log)"
+        return self.charon.log_tail(n)
 
     def down(self) -> None:
-        if self.charon is not None and self.charon.poll() is None:
-            self.charon.terminate()
-            try:
-                self.charon.wait(10)
-            except subprocess.TimeoutExpired:
-                self.charon.kill()
-                self.charon.wait(5)
-        for ns in self.netns_made:
-            _sh("ip", "netns", "del", ns, check=False)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.rig.down()
 
 
 @pytest.fixture(scope="module")
 def bed():
-    missing = _strongswan_missing()
+    missing = missing_requirements(need_strongswan=True)
     if missing:
         if os.environ.get("CI") == "true":
             pytest.fail(f"strongSwan interop cannot run under CI: {missing}")
