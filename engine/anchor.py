@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
-from typing import Iterable, Tuple, Union
+from typing import Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -85,19 +85,46 @@ def spi_logical(spi: int) -> int:
 class AnchorMap:
     """owner[logical] = physical SPU id, with deterministic minimal-move changes.
 
-    Invariants (tested): every logical SPU has one live owner; owners' shares differ by at
-    most one when every change went through add/remove; `remove` moves exactly the logical
-    SPUs of the removed SPU; `add` moves exactly n_logical // (live + 1) of them, all to the
-    new SPU, which is the least any move to a balanced table can do.
+    Each SPU has a weight (default 1): its share of the logical SPUs is proportional to it.
+    A lighter SPU is one with other work to do: the dispatcher's own SPU
+    (SpuCluster(host_spu=True)) also classifies and hands over every packet.
+
+    Invariants (tested): every logical SPU has one live owner; every SPU's count is within
+    one of its weighted share when every change went through add/remove; `remove` moves
+    exactly the logical SPUs of the removed SPU; `add` moves exactly
+    floor(n_logical * w / (total weight + w)) of them, all to the new SPU, the least any
+    move to a balanced table can do.
     """
 
-    def __init__(self, spus: Iterable[int], n_logical: int = N_LOGICAL):
+    def __init__(self, spus: Iterable[int], n_logical: int = N_LOGICAL,
+                 weights: Optional[dict] = None):
         spus = sorted(spus)
         if not spus:
             raise ValueError("an anchor map needs at least one SPU")
         self.n_logical = n_logical
-        # round robin: a new deployment's neighbours in logical space land on different SPUs
-        self.owner = np.array([spus[k % len(spus)] for k in range(n_logical)], np.int32)
+        self.weights = {s: float((weights or {}).get(s, 1.0)) for s in spus}
+        if any(not w > 0 for w in self.weights.values()):
+            raise ValueError("SPU weights must be positive")
+        # weighted round robin: a new deployment's neighbours in logical space land on
+        # different SPUs (with equal weights, logical k goes to spus[k % len(spus)])
+        # (stride scheduling: the next slot goes to the SPU whose next one is due first)
+        counts = dict.fromkeys(spus, 0)
+        owner = []
+        for _ in range(n_logical):
+            to = min(counts, key=lambda s: ((counts[s] + 1) / self.weights[s], s))
+            owner.append(to)
+            counts[to] += 1
+        self.owner = np.array(owner, np.int32)
+
+    def _shares(self, spus) -> dict[int, float]:
+        total = sum(self.weights[s] for s in spus)
+        return {s: self.n_logical * self.weights[s] / total for s in spus}
+
+    @staticmethod
+    def _neediest(counts: dict, shares: dict) -> int:
+        """The SPU furthest below its share (ties: lowest id). Handing slots out this way
+        keeps every count within one of its share."""
+        return max(counts, key=lambda s: (shares[s] - counts[s], -s))
 
     def spus(self) -> list[int]:
         return sorted(set(int(x) for x in self.owner))
@@ -108,31 +135,45 @@ class AnchorMap:
     def counts(self) -> dict[int, int]:
         return {s: len(self.slots(s)) for s in self.spus()}
 
+    def shares(self) -> dict[int, float]:
+        """Each live SPU's weighted share of the logical SPUs (what counts() aims at)."""
+        return self._shares(self.spus())
+
     def remove(self, spu: int) -> list[int]:
         """SPU `spu` is gone: hand each of its logical SPUs, lowest first, to the survivor
-        with the fewest (ties: lowest id). Returns the logical SPUs that moved."""
+        furthest below its new share (ties: lowest id). Returns the logical SPUs that
+        moved."""
         moved = self.slots(spu)
         if not moved:
+            self.weights.pop(spu, None)
             return []
         counts = {s: c for s, c in self.counts().items() if s != spu}
         if not counts:
             raise ValueError("cannot remove the last SPU")
+        shares = self._shares(counts)
         for lg in moved:
-            to = min(counts, key=lambda s: (counts[s], s))
+            to = self._neediest(counts, shares)
             self.owner[lg] = to
             counts[to] += 1
+        del self.weights[spu]
         return moved
 
-    def add(self, spu: int) -> list[int]:
-        """A new SPU takes n_logical // (live + 1) logical SPUs, one at a time from the SPU
-        with the most (ties: lowest id), its highest-numbered one. Returns those moved."""
+    def add(self, spu: int, weight: float = 1.0) -> list[int]:
+        """A new SPU takes floor(n_logical * weight / (total + weight)) logical SPUs, one at
+        a time from the SPU furthest above its share (ties: lowest id), its
+        highest-numbered one. Returns those moved."""
         counts = self.counts()
         if spu in counts:
             raise ValueError(f"SPU {spu} is already in the map")
-        want = self.n_logical // (len(counts) + 1)
+        if not weight > 0:
+            raise ValueError("SPU weights must be positive")
+        total = sum(self.weights[s] for s in counts)
+        want = int(self.n_logical * weight // (total + weight))
+        self.weights[spu] = float(weight)
+        shares = self._shares([*counts, spu])
         moved = []
         for _ in range(want):
-            donor = max(counts, key=lambda s: (counts[s], -s))
+            donor = max(counts, key=lambda s: (counts[s] - shares[s], -s))
             lg = self.slots(donor)[-1]
             self.owner[lg] = spu
             counts[donor] -= 1

@@ -36,14 +36,16 @@ def _pcap():
 
 def run_pcap(direction: str, sas: list[SAConfig], src: str, dst: str,
              stats_json: Optional[str] = None,
-             warn: Callable[[str], None] = lambda m: None, workers: int = 1) -> dict:
+             warn: Callable[[str], None] = lambda m: None, workers: int = 1,
+             host_spu: bool = True) -> dict:
     """Stream IN through a fresh engine into OUT; returns the stats dict.
 
     Memory stays bounded: one batch of BATCH_PACKETS packets at a time. workers > 1
-    spreads the SAs over that many SPU worker processes (engine/spu.py).
+    spreads the SAs over that many SPUs (engine/spu.py): this process and workers - 1
+    worker processes, or (host_spu=False) workers worker processes.
     """
     if workers > 1:
-        return _run_pcap_spu(direction, sas, src, dst, stats_json, warn, workers)
+        return _run_pcap_spu(direction, sas, src, dst, stats_json, warn, workers, host_spu)
     pcap = _pcap()
     eng = Engine(max_sas=max(16, len(sas)))
     for cfg in sas:
@@ -73,7 +75,8 @@ def run_pcap(direction: str, sas: list[SAConfig], src: str, dst: str,
 
 
 def _run_pcap_spu(direction: str, sas: list[SAConfig], src: str, dst: str,
-                  stats_json: Optional[str], warn: Callable[[str], None], workers: int) -> dict:
+                  stats_json: Optional[str], warn: Callable[[str], None], workers: int,
+                  host_spu: bool) -> dict:
     """run_pcap over SPU workers: the same output and counters as one engine, plus
     `lost` (packets inside a worker that died) and per-SPU counters in the JSON."""
     from .spu import SpuCluster, SpuError
@@ -85,7 +88,7 @@ def _run_pcap_spu(direction: str, sas: list[SAConfig], src: str, dst: str,
     try:
         with reader, pcap.PcapWriter(dst, like=reader) as writer, \
                 SpuCluster(workers, capacity=BATCH_PACKETS, data_bytes=BATCH_BYTES,
-                           max_sas=max(16, len(sas))) as spus:
+                           max_sas=max(16, len(sas)), host_spu=host_spu) as spus:
             for cfg in sas:
                 spus.install(cfg, "out" if direction == "encrypt" else "in")
             for batch in spus.stream(direction, reader.fill):
@@ -119,7 +122,7 @@ def _cmd_pcap(args) -> int:
     sas = _load_sas(args.sa)
     run_pcap(args.command, sas, args.input, args.output, args.stats_json,
              warn=lambda m: print(f"spu: warning: {m}", file=sys.stderr),
-             workers=args.workers)
+             workers=args.workers, host_spu=not args.dedicated_dispatcher)
     return 0
 
 
@@ -146,8 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("output", metavar="OUT.pcap")
         c.add_argument("--stats-json", metavar="STATS.json", help="write counters as JSON")
         c.add_argument("--workers", type=_workers, default=1, metavar="N",
-                       help="SPU worker processes (default 1: in this process); SAs are "
-                            "spread over them by the anchor of their peers")
+                       help="SPUs (default 1: the engine in this process); SAs are spread "
+                            "over them by the anchor of their peers. This process is SPU 0 "
+                            "beside N-1 worker processes, unless --dedicated-dispatcher")
+        c.add_argument("--dedicated-dispatcher", action="store_true",
+                       help="with --workers N: N worker processes, and this process only "
+                            "dispatches (for machines with more cores than SPUs)")
         c.set_defaults(func=_cmd_pcap)
     d = sub.add_parser("demo", help="encrypt and decrypt a generated capture, print counters")
     d.add_argument("--packets", type=int, default=100_000)

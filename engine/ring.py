@@ -9,7 +9,8 @@ Two kinds of segment (engine/spu.py creates both, workers attach by name):
   buffer in place (packet slots are disjoint and 64-byte aligned), and the batch is
   written out in input order when every worker has reported.
 - one segment per worker: its request ring (`idx[ring, capacity]`, packet indices per
-  ring batch) and its engine's hot SA state (`rec`, `top`, `ctr`: engine/sad.py layouts).
+  ring batch), its results (`res_*`, in request order: offsets, lengths, drop reasons,
+  SA slots) and its engine's hot SA state (`rec`, `top`, `ctr`: engine/sad.py layouts).
   The worker's engine runs on these arrays directly, so its sequence numbers, replay
   window edges and counters are readable by the dispatcher at any moment, including
   after the worker was killed: the sequence high-water marks it resumes from.
@@ -37,6 +38,8 @@ from .sad import CTR_COLS, SA_DTYPE
 
 PREFIX = "pyspu_"
 ALIGN = 64
+CTL_WORDS = 32            # a worker's run-queue words: 4, a cache line apart
+QUEUE = 64                # run requests a worker can have posted and not completed
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,14 @@ def ring_batches(seg: Segment, ring: int, capacity: int, data_bytes: int) -> lis
 def worker_layout(ring: int, capacity: int, max_sas: int) -> Layout:
     lay = Layout()
     lay.add("idx", (ring, capacity), np.int32)
+    lay.add("ctl", (CTL_WORDS,), np.int64)   # the run queue's words (spu_worker.POSTED, ...)
+    lay.add("req", (QUEUE, 4), np.int64)     # run requests: encrypt, k, start, m
+    # a worker's results (PacketBatch dtypes), beside its requests: the dispatcher copies
+    # them into the batch, so no two processes write the batch's metadata cache lines
+    lay.add("res_off", (ring, capacity), np.int64)
+    lay.add("res_length", (ring, capacity), np.int64)
+    lay.add("res_drop", (ring, capacity), np.uint8)
+    lay.add("res_sa", (ring, capacity), np.int32)
     lay.add("rec", (max_sas,), SA_DTYPE)
     lay.add("top", (max_sas,), np.uint64)
     lay.add("ctr", (max_sas, CTR_COLS), np.uint64)

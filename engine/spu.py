@@ -19,13 +19,17 @@ Data path per batch (packets never copied, never pickled; engine/ring.py):
    the first matching outbound selector (pinned in batch.sa). Packets that match no SA
    are dropped here with the reason the engine gives (no_sa, no_policy, malformed,
    keepalive);
-3. each owner gets its packet indices in its request ring and one pipe message; it runs
-   the engine on its packets in place and answers with one message;
-4. when every owner has answered, the batch is complete, in input order, and counted.
-Each worker handles its messages in order, so each SA's packets stay in order.
+3. each worker owner gets its packet indices in its request ring and one request in its
+   shared run queue (spu_worker: no system call while both sides are busy); it runs the
+   engine on its packets in place, writes their metadata beside its requests, and counts
+   the request completed. With host_spu, the dispatcher then runs its own SPU's packets;
+4. when every owner has completed its part (the dispatcher merges their metadata), the
+   batch is complete, in input order, and counted.
+Each worker handles its requests in order, and control messages only after the requests
+posted before them, so each SA's packets stay in order.
 
-Failure: a worker that dies (or does not answer within `timeout`) is found through its
-process sentinel or pipe EOF. Its packets still inside it (groups sent, not answered) are
+Failure: a worker that dies (or makes no progress for `timeout`) is found through its
+process sentinel or pipe EOF. Its packets still inside it (posted, not completed) are
 marked LOST and counted as `lost`; nothing else is. Its logical SPUs, and only those, move
 to the survivors (AnchorMap.remove), and its SAs are re-created there from the control
 copy kept here: outbound SAs resume at the dead worker's sequence high-water mark plus
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import selectors
 import time
 import weakref
@@ -66,6 +71,7 @@ from .kernels_dispatch import (
     classify_decrypt,
     classify_encrypt,
     compile_policy,
+    scatter,
     split,
 )
 from .sa import SAConfig
@@ -75,6 +81,12 @@ MAX_SPUS = 64              # physical SPU ids ever started by one cluster (tunin
 DEFAULT_RING = 4           # ring batches: one being read/written, the rest in the workers
 DEFAULT_TIMEOUT = 60.0     # seconds a worker may take to answer one message
 START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compiles)
+#: The hosted SPU's share of logical SPUs relative to a worker's (a tuning value). Here,
+#: for 1400-byte AES-GCM, the dispatcher's own work (the batch's arrival copy,
+#: classification, hand-over, accounting) is about half of what the engine spends on a
+#: packet, so with 2 SPUs the dispatcher's engine should take about a quarter of the
+#: packets: weight 1/3 (engine.spu_bench measures it; README "SPU workers").
+HOST_WEIGHT = 1 / 3
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 
@@ -92,13 +104,16 @@ class _Died(Exception):
 @dataclass
 class _Spu:
     id: int
-    process: mp.process.BaseProcess
+    process: Optional[mp.process.BaseProcess]    # None: hosted by the dispatcher
     conn: object
     seg: shm.Segment
     pid: int = 0
     alive: bool = True
+    hosted: Optional[spu_worker.Worker] = None    # the dispatcher's own SPU
     replies: deque = field(default_factory=deque)
-    outstanding: deque = field(default_factory=deque)   # (k, start, m) sent, not answered
+    outstanding: deque = field(default_factory=deque)   # (k, start, m) posted, not harvested
+    posted: int = 0          # run requests posted to it (its ctl[POSTED])
+    seen: int = 0            # of those, completions harvested
 
     @property
     def idx(self) -> np.ndarray:
@@ -172,10 +187,18 @@ class SpuCluster:
                  data_bytes: Optional[int] = None, ring: int = DEFAULT_RING,
                  max_sas: int = 1024, n_logical: int = N_LOGICAL,
                  context: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
-                 start_timeout: float = START_TIMEOUT, backend: str = "auto"):
-        """`workers` SPU processes; ring batches of `capacity` packets / `data_bytes`
-        bytes, `ring` of them in flight; `backend` is each worker engine's crypto backend
-        (Engine). `context`: a multiprocessing start method (default forkserver)."""
+                 start_timeout: float = START_TIMEOUT, backend: str = "auto",
+                 host_spu: bool = False, host_weight: float = HOST_WEIGHT):
+        """`workers` SPUs; ring batches of `capacity` packets / `data_bytes` bytes, `ring`
+        of them in flight; `backend` is each SPU engine's crypto backend (Engine).
+        `context`: a multiprocessing start method (default forkserver).
+
+        host_spu=False: every SPU is a worker process and the dispatcher (this process)
+        only dispatches. host_spu=True: the dispatcher is SPU 0 itself and starts
+        workers - 1 processes (SPUs 1..): N SPUs on N cores, with no core spent on a
+        dispatcher that mostly waits. SPU 0 cannot fail apart from the dispatcher; the
+        others fail over as usual, to it among others. It takes `host_weight` times a
+        worker's share of the logical SPUs, since it also dispatches every packet."""
         if not 1 <= workers <= MAX_SPUS:
             raise ValueError(f"workers must be 1..{MAX_SPUS}")
         if ring < 1 or capacity < 1:
@@ -224,10 +247,13 @@ class SpuCluster:
                                                                self.data_bytes)
             for b in self.batches:
                 b.sa[:] = -1
-            started = [self._spawn() for _ in range(workers)]
+            started = [self._host()] if host_spu else []
+            started += [self._spawn() for _ in range(workers - len(started))]
             for s in started:
-                self._await_ready(s)
-            self.anchors = AnchorMap([s.id for s in started], n_logical)
+                if s.hosted is None:
+                    self._await_ready(s)
+            weights = {started[0].id: host_weight} if host_spu else None
+            self.anchors = AnchorMap([s.id for s in started], n_logical, weights)
         except BaseException:
             self.close()
             raise
@@ -244,17 +270,30 @@ class SpuCluster:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _spawn(self) -> _Spu:
+    def _new_spu(self) -> tuple[int, shm.Segment, dict]:
         sid = self._next_id
         if sid >= MAX_SPUS:
             raise SpuError(f"more than {MAX_SPUS} SPUs started")
         self._next_id += 1
         seg = shm.Segment.create(shm.worker_layout(self.ring, self.capacity, self.max_sas))
         self._res.segments.append(seg)
-        parent, child = self._ctx.Pipe(duplex=True)
         spec = {"id": sid, "capacity": self.capacity, "data_bytes": self.data_bytes,
                 "ring": self.ring, "max_sas": self.max_sas, "ring_name": self._ring_seg.name,
                 "seg_name": seg.name, "backend": self.backend_choice}
+        return sid, seg, spec
+
+    def _host(self) -> _Spu:
+        """The dispatcher's own SPU: the same Worker, called directly instead of piped."""
+        sid, seg, spec = self._new_spu()
+        worker = spu_worker.Worker(None, spec)
+        spu = _Spu(sid, None, None, seg, pid=os.getpid(), hosted=worker)
+        self._spus[sid] = spu
+        self.backend_label = worker.eng.backend()
+        return spu
+
+    def _spawn(self) -> _Spu:
+        sid, seg, spec = self._new_spu()
+        parent, child = self._ctx.Pipe(duplex=True)
         p = self._ctx.Process(target=spu_worker.main, args=(child, spec), name=f"pyspu-spu{sid}",
                               daemon=True)
         p.start()
@@ -281,7 +320,7 @@ class SpuCluster:
     # -- messages ----------------------------------------------------------------------
     def _pump(self, timeout: float) -> None:
         """Read what the workers said (answers, results), notice deaths."""
-        if not any(s.alive for s in self._spus.values()):
+        if not any(s.alive and s.hosted is None for s in self._spus.values()):
             return
         for key, _ in self._res.selector.select(max(timeout, 0.0)):
             spu = key.data
@@ -304,20 +343,95 @@ class SpuCluster:
 
     def _on_message(self, spu: _Spu, msg) -> None:
         tag = msg[0]
-        if tag == "done":
-            k, start, _ = spu.outstanding.popleft()
-            if (k, start) != (msg[1], msg[2]):
-                raise SpuError(f"SPU {spu.id} answered out of order")
-            self._pending[k] -= 1
-        elif tag == "fail":
+        if tag == "wake":
+            return
+        if tag == "fail":
             raise SpuError(f"SPU worker {spu.id} failed: {msg[1]}")
-        else:
-            spu.replies.append(msg)
+        spu.replies.append(msg)
+
+    def _harvest(self, spu: _Spu) -> bool:
+        """Take the runs `spu` completed (its ctl[COMPLETED]): merge their results into
+        their batches. True if there were any."""
+        done = int(spu.seg.arrays["ctl"][spu_worker.COMPLETED])
+        if done == spu.seen:
+            return False
+        a = spu.seg.arrays
+        while spu.seen < done:
+            k, start, m = spu.outstanding.popleft()
+            b, end = self.batches[k], start + m
+            scatter(spu.idx[k, start:end], m, a["res_off"][k, start:end],
+                    a["res_length"][k, start:end], a["res_drop"][k, start:end],
+                    a["res_sa"][k, start:end], b.off, b.length, b.drop, b.sa)
+            self._pending[k] -= 1
+            spu.seen += 1
+        return True
+
+    def _busy(self) -> list[_Spu]:
+        return [s for s in self._spus.values() if s.alive and s.outstanding]
+
+    def _wait(self, done: Callable[[], bool], culprit: Callable[[_Spu], bool]) -> None:
+        """Harvest completions until done(): poll for SPIN seconds, then sleep on the pipes
+        NAP at a time. A worker that makes no progress for `timeout` while culprit(it) is
+        killed (treated as failed)."""
+        end = time.monotonic() + self.timeout
+        spin_end = time.perf_counter() + spu_worker.SPIN
+        while True:
+            busy = self._busy()
+            progressed = False
+            for spu in busy:
+                progressed |= self._harvest(spu)
+            if done():
+                return
+            if not busy:
+                raise SpuError("waiting for SPU workers with nothing in flight")
+            if progressed:
+                end = time.monotonic() + self.timeout
+            if time.perf_counter() < spin_end:
+                continue
+            if time.monotonic() > end:
+                for spu in busy:
+                    if culprit(spu):
+                        spu.process.kill()
+                end = time.monotonic() + self.timeout
+            self._nap(busy)
+
+    def _nap(self, busy: list[_Spu]) -> None:
+        """Sleep until a busy worker completes something (or NAP passes, or one dies)."""
+        for spu in busy:
+            spu.seg.arrays["ctl"][spu_worker.DISPATCHER_ASLEEP] = 1
+        try:
+            if not any(self._harvest(spu) for spu in busy):
+                self._pump(spu_worker.NAP)
+        finally:
+            for spu in busy:
+                spu.seg.arrays["ctl"][spu_worker.DISPATCHER_ASLEEP] = 0
+
+    def _post(self, spu: _Spu, enc: bool, k: int, start: int, m: int) -> bool:
+        """Queue a run on a worker; False if it is found dead first."""
+        if spu.alive and not spu.process.is_alive():
+            self._mark_dead(spu)
+        if spu.alive and spu.posted - spu.seen >= spu_worker.QUEUE:
+            self._wait(lambda: not spu.alive or spu.posted - spu.seen < spu_worker.QUEUE,
+                       lambda s: s is spu)
+        if not spu.alive:
+            return False
+        ctl = spu.seg.arrays["ctl"]
+        spu.seg.arrays["req"][spu.posted % spu_worker.QUEUE] = (int(enc), k, start, m)
+        spu.outstanding.append((k, start, m))
+        spu.posted += 1
+        ctl[spu_worker.POSTED] = spu.posted        # after the request: x86 keeps store order
+        if ctl[spu_worker.WORKER_ASLEEP]:
+            try:
+                spu_worker.send(spu.conn, ("wake",))
+            except OSError:
+                pass        # it died: its sentinel says so, and the request is lost with it
+        return True
 
     def _mark_dead(self, spu: _Spu) -> None:
         """Bookkeeping at the moment a death is seen; the SAs move in _settle."""
         if not spu.alive:
             return
+        self._harvest(spu)         # runs it completed before dying are done
         spu.alive = False
         try:                       # what it said before dying still counts
             while spu.conn.poll():
@@ -349,6 +463,13 @@ class SpuCluster:
         return spu.replies.popleft()
 
     def _rpc(self, spu: _Spu, msg):
+        if spu.hosted is not None:
+            try:
+                return getattr(spu.hosted, "op_" + msg[0])(*msg[1:])
+            except (ValueError, OverflowError, KeyError) as e:
+                raise SpuError(f"SPU {spu.id}: {type(e).__name__}: {e}") from None
+        if spu.alive and spu.outstanding:      # control comes after the runs posted before it
+            self._wait(lambda: not spu.alive or not spu.outstanding, lambda s: s is spu)
         if not spu.alive:
             raise _Died(spu.id)
         try:
@@ -440,9 +561,12 @@ class SpuCluster:
                 if g in self._sas and self._sas[g].spu == sid:
                     self._sas[g].acked = True
 
-    def _settle(self) -> None:
-        """Move the SAs of every worker found dead (until none is left to move)."""
-        self._pump(0)
+    def _settle(self, poll: bool = True) -> None:
+        """Move the SAs of every worker found dead (until none is left to move). poll:
+        look for deaths first (the data path skips that system call: _post checks the
+        worker it is about to give packets to)."""
+        if poll:
+            self._pump(0)
         while self._dead:
             self._failover(self._dead.popleft())
 
@@ -486,7 +610,7 @@ class SpuCluster:
             raise SpuError("the SPU cluster is closed")
         if self._n[k] or self._pending[k]:
             raise SpuError(f"ring batch {k} is still in flight")
-        self._settle()
+        self._settle(poll=False)
         b = self.batches[k]
         n = b.count
         enc = direction == "encrypt"
@@ -514,6 +638,7 @@ class SpuCluster:
     def _send(self, k: int, enc: bool, dest: np.ndarray, n: int) -> list[np.ndarray]:
         split(dest, n, self._counts, self._starts, self._order)
         failed = []
+        hosted = None
         for sid, spu in self._spus.items():
             m = int(self._counts[sid])
             if m == 0:
@@ -521,38 +646,36 @@ class SpuCluster:
             st = int(self._starts[sid])
             idx = self._order[st:st + m]
             start = int(self._fill[sid, k])
+            if spu.hosted is not None:
+                spu.idx[k, start:start + m] = idx
+                self._fill[sid, k] = start + m
+                hosted = (spu, start, m)
+                continue
             if spu.alive:
                 spu.idx[k, start:start + m] = idx
-                try:
-                    spu_worker.send(spu.conn, ("run", enc, k, start, m))
-                except OSError:
-                    self._mark_dead(spu)
-                else:
+                if self._post(spu, enc, k, start, m):
                     self._fill[sid, k] = start + m
-                    spu.outstanding.append((k, start, m))
                     self._pending[k] += 1
                     continue
             failed.append(idx.copy())
+        if hosted is not None:      # after the workers have theirs: both run at once
+            spu, start, m = hosted
+            spu.hosted.run(enc, k, start, m, in_place=True)
         return failed
 
     def collect(self, k: int) -> PacketBatch:
-        """Wait until every owner answered for ring batch k; count it; return it."""
-        end = time.monotonic() + self.timeout
-        while self._pending[k] > 0:
-            left = end - time.monotonic()
-            if left <= 0:       # hung workers are treated as failed: kill, then lost
-                for spu in self._spus.values():
-                    if spu.alive and any(g[0] == k for g in spu.outstanding):
-                        spu.process.kill()
-                end = time.monotonic() + self.timeout
-                left = 1.0
-            self._pump(min(left, 1.0))
+        """Wait until every owner completed its part of ring batch k; count it; return it.
+        Hung workers (no progress for `timeout`) are treated as failed: killed, and their
+        packets lost."""
+        if self._pending[k] > 0:
+            self._wait(lambda: self._pending[k] <= 0,
+                       lambda s: any(g[0] == k for g in s.outstanding))
         b = self.batches[k]
         n = max(self._n[k], 0)
         account(self._dest[k], b.drop, n, self._spu_in, self._spu_out, self._spu_drop,
                 self._spu_lost, self._disp_drop)
         self._n[k] = 0
-        self._settle()
+        self._settle(poll=False)
         return b
 
     def stream(self, direction: str, fill: Callable[[PacketBatch], int]
@@ -623,6 +746,7 @@ class SpuCluster:
         rows = []
         for sid, spu in sorted(self._spus.items()):
             rows.append({"spu": sid, "pid": spu.pid, "alive": spu.alive,
+                         "hosted": spu.hosted is not None,
                          "logical": int(np.count_nonzero(owner == sid)),
                          "sas": sum(1 for sa in self._sas.values() if sa.spu == sid),
                          "packets_in": int(self._spu_in[sid]),
@@ -657,8 +781,9 @@ class SpuCluster:
         return self._sas[handle].spu
 
     def pids(self) -> dict[int, int]:
-        """Live SPU ids -> worker process ids."""
-        return {sid: s.pid for sid, s in self._spus.items() if s.alive}
+        """Live worker SPU ids -> their process ids (not the hosted SPU: it has none of
+        its own)."""
+        return {sid: s.pid for sid, s in self._spus.items() if s.alive and s.hosted is None}
 
     def live(self) -> list[int]:
         return [sid for sid, s in sorted(self._spus.items()) if s.alive]

@@ -6,14 +6,16 @@
 `measure_scaling()` is what `spu bench` (bench/) can call. The workload is T tunnels
 (tunnel-mode SAs from 192.0.2.1 to T peers) carrying IPv4/UDP packets of one size,
 interleaved packet by packet, so every batch holds every tunnel. The peers are chosen so
-that their anchors fall evenly on the workers of the largest configuration measured:
-this measures how the data path scales, not how lucky a hash was with T tunnels (one SA
-is bound to one SPU: a single tunnel never runs faster than one worker).
+that their anchors fall on the SPUs of the largest configuration measured in proportion
+to the SPUs' shares of the logical SPUs, as many random tunnels would: this measures how
+the data path scales, not how lucky a hash was with T tunnels (one SA is bound to one
+SPU: a single tunnel never runs faster than one SPU).
 
 What is timed, per round: `batches` batches streamed through SpuCluster.stream, as
 `spu encrypt/decrypt --workers N` runs minus the file I/O. The dispatcher (this process)
 copies each batch of packets in (their arrival: one memcpy), classifies it, hands it to the workers,
-waits for it; the workers run the engine. Both compete for the same cores. The
+runs its own SPU's share (hosted, the default) and waits for the rest; the workers run
+the engine. They compete for the same cores. The
 in-process engine does the same copies and the engine work alone. Configurations
 alternate round by round so that ratios see the same machine; medians are reported.
 (Batches staged in advance would be cold in cache: the workers would then measure the
@@ -28,11 +30,11 @@ import json
 import struct
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from .anchor import anchor_of, logical_of
+from .anchor import AnchorMap, anchor_of, logical_of
 from .batch import PacketBatch
 from .engine import Engine
 from .sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
@@ -47,12 +49,17 @@ def _gcm128() -> SAConfig:
                     aead="rfc4106(gcm(aes))", aead_key=bytes(range(1, 21)), icv_bits=128)
 
 
-def tunnels(count: int, spread: int, template: Optional[SAConfig] = None) -> list[SAConfig]:
+def tunnels(count: int, spread: Union[int, np.ndarray],
+            template: Optional[SAConfig] = None) -> list[SAConfig]:
     """`count` tunnel SAs (transform and keys of `template`, default AES-128-GCM) to peers
-    whose anchors spread evenly over `spread` workers (logical SPU l is on worker
-    l % spread in a fresh AnchorMap). Tunnel k protects 10.1.0.0/16 -> 10.2.k.0/24."""
+    whose anchors fall on the SPUs in proportion to their shares of the logical SPUs, as
+    many tunnels hashed at random would on average. `spread`: an owner table
+    (AnchorMap.owner, logical SPU -> SPU), or a number of equal SPUs (a fresh AnchorMap:
+    logical SPU l is on SPU l % spread). Tunnel k protects 10.1.0.0/16 -> 10.2.k.0/24."""
     template = template or _gcm128()
-    per = [0] * spread
+    owner = AnchorMap(range(spread)).owner if isinstance(spread, int) else np.asarray(spread)
+    quota = _quotas(count, np.bincount(owner))
+    per = [0] * len(quota)
     out: list[SAConfig] = []
     host = 0
     while len(out) < count:
@@ -62,11 +69,22 @@ def tunnels(count: int, spread: int, template: Optional[SAConfig] = None) -> lis
             template, src=ipaddress.ip_address(LOCAL), dst=peer, spi=0x1000 + len(out),
             sel=Selector(ipaddress.ip_network("10.1.0.0/16"),
                          ipaddress.ip_network(f"10.2.{len(out)}.0/24")))
-        w = logical_of(anchor_of(cfg)) % spread
-        if per[w] < -(-count // spread):
+        w = int(owner[logical_of(anchor_of(cfg), len(owner))])
+        if per[w] < quota[w]:
             per[w] += 1
             out.append(cfg)
     return out
+
+
+def _quotas(count: int, slots: np.ndarray) -> list[int]:
+    """count split in proportion to slots, by largest remainder (ties: lowest SPU)."""
+    exact = count * slots / slots.sum()
+    quota = [int(x) for x in np.floor(exact)]
+    for s in sorted(range(len(quota)), key=lambda s: (quota[s] - exact[s], s)):
+        if sum(quota) == count:
+            break
+        quota[s] += 1
+    return quota
 
 
 def udp_packets(size: int, count: int, n_tunnels: int) -> list[bytes]:
@@ -121,7 +139,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     directions: Sequence[str] = ("encrypt", "decrypt"), n_tunnels: int = 8,
                     batch: int = 1024, batches: int = 64, ring: int = 4,
                     duration: float = 4.0, template: Optional[SAConfig] = None,
-                    inprocess: bool = True, backend: str = "auto", progress=None) -> dict:
+                    inprocess: bool = True, backend: str = "auto", progress=None,
+                    host_spu: bool = True) -> dict:
     """Throughput of the SPU data path for each worker count (and the in-process engine).
 
     A round streams `batches` batches of `batch` packets through SpuCluster.stream with a
@@ -131,30 +150,40 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
     engine work in one process. Decrypt runs replay the same ciphertexts every batch, so
     their SAs have anti-replay off (replay-window 0); the ICV is still checked.
 
-    Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "results":
-    [{"direction", "config" ("inprocess" | "workers"), "workers", "mpps", "gbps" (IP
-    payload bits), "ns_per_packet", "rounds"}], "speedup": {direction: {N: mpps(N
-    workers) / mpps(1 worker)}}}. `duration` is the wall-clock budget per direction,
-    shared by the configurations; each configuration's value is its median round.
+    host_spu (default, as `spu encrypt --workers N` runs): N SPUs are this process and
+    N-1 worker processes (1 worker: this process alone, through the same dispatch code);
+    False: N worker processes beside a dispatcher that only dispatches. The tunnels'
+    anchors follow the largest cluster's shares of the logical SPUs (the hosted SPU's
+    share is smaller: SpuCluster host_weight).
+
+    Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "host_spu",
+    "results": [{"direction", "config" ("inprocess" | "workers"), "workers", "host_spu",
+    "mpps", "gbps" (IP payload bits), "ns_per_packet", "rounds"}], "speedup":
+    {direction: {N: mpps(N workers) / mpps(1 worker)}}}. `duration` is the wall-clock
+    budget per direction, shared by the configurations; each configuration's value is
+    its median round.
     """
     workers = sorted(set(int(w) for w in workers))
-    out_sas = tunnels(n_tunnels, max(workers, default=1), template)
-    in_sas = [dataclasses.replace(c, replay_window=0) for c in out_sas]
-    plain = udp_packets(size, batch, n_tunnels)
-    peer = Engine(max_sas=max(16, 2 * n_tunnels))
-    for cfg in out_sas:
-        peer.install(cfg, "out")
-    pb = PacketBatch.from_packets(plain)
-    peer.encrypt(pb)
     data_bytes = batch * (size + 128)
-    sources = {"encrypt": _Source(plain, batches, data_bytes),
-               "decrypt": _Source(pb.packets(), batches, data_bytes)}
     clusters: dict[int, SpuCluster] = {}
     results = []
     try:
         for w in workers:
             clusters[w] = SpuCluster(w, capacity=batch, data_bytes=data_bytes, ring=ring,
-                                     max_sas=max(16, 2 * n_tunnels), backend=backend)
+                                     max_sas=max(16, 2 * n_tunnels), backend=backend,
+                                     host_spu=host_spu)
+        # the tunnels follow the largest cluster's shares of the logical SPUs
+        spread = clusters[workers[-1]].anchors.owner if workers else 1
+        out_sas = tunnels(n_tunnels, spread, template)
+        in_sas = [dataclasses.replace(c, replay_window=0) for c in out_sas]
+        plain = udp_packets(size, batch, n_tunnels)
+        peer = Engine(max_sas=max(16, 2 * n_tunnels))
+        for cfg in out_sas:
+            peer.install(cfg, "out")
+        pb = PacketBatch.from_packets(plain)
+        peer.encrypt(pb)
+        sources = {"encrypt": _Source(plain, batches, data_bytes),
+                   "decrypt": _Source(pb.packets(), batches, data_bytes)}
         label = next(iter(clusters.values())).backend() if clusters else Engine.backend()
         own = PacketBatch(batch, data_bytes=data_bytes)
         for direction in directions:
@@ -186,6 +215,7 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                 med = float(np.median(ts))
                 pkts = batches * batch
                 results.append({"direction": direction, "config": kind, "workers": w,
+                                "host_spu": kind == "workers" and host_spu,
                                 "mpps": pkts / med / 1e6,
                                 "gbps": pkts * size * 8 / med / 1e9,
                                 "ns_per_packet": med / pkts * 1e9, "rounds": len(ts)})
@@ -202,7 +232,7 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             speedup[d] = {x["workers"]: x["mpps"] / base[0] for x in results
                           if x["direction"] == d and x["config"] == "workers"}
     return {"size": size, "tunnels": n_tunnels, "batch": batch, "batches": batches,
-            "ring": ring, "backend": label, "results": results, "speedup": speedup}
+            "ring": ring, "backend": label, "host_spu": host_spu, "results": results, "speedup": speedup}
 
 
 def _independent_main(barrier, results, sas, packets, enc, batches, data_bytes, duration,
@@ -297,6 +327,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--directions", default="encrypt,decrypt")
     p.add_argument("--json", metavar="FILE")
     p.add_argument("--backend", default="auto", help="engine crypto backend (Engine)")
+    p.add_argument("--dispatcher", choices=("hosted", "dedicated"), default="hosted",
+                   help="hosted (default): the dispatcher is SPU 0 beside N-1 worker "
+                        "processes (`spu encrypt --workers N`); dedicated: N worker "
+                        "processes beside a dispatcher that only dispatches")
     p.add_argument("--ceiling", action="store_true",
                    help="also run N independent in-process engines at once (no dispatch, "
                         "nothing shared): the machine's own ceiling for N workers")
@@ -311,9 +345,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     res = measure_scaling([int(x) for x in a.workers.split(",")], a.size,
                           a.directions.split(","), a.tunnels, a.batch, a.batches, a.ring,
-                          a.duration, backend=a.backend, progress=show)
+                          a.duration, backend=a.backend, progress=show,
+                          host_spu=a.dispatcher == "hosted")
     print(f"backend {res['backend']}; {a.size}-byte packets, {a.tunnels} tunnels, "
-          f"batch {a.batch}")
+          f"batch {a.batch}; {a.dispatcher} dispatcher")
     for d, s in res["speedup"].items():
         print(f"  {d}: " + ", ".join(f"{w} workers {x:.2f}x" for w, x in s.items()))
     if a.ceiling:

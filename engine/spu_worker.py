@@ -1,11 +1,19 @@
 """The SPU worker process: one Engine over its shard of the SAs (engine/spu.py dispatches).
 
-Messages arrive over a multiprocessing Pipe, one per batch or control operation, and are
-handled strictly in order, which is what keeps every SA's packets in order across
-installs, moves and removals:
+Work arrives in two ways, and is handled strictly in order, which is what keeps every
+SA's packets in order across installs, moves and removals:
 
-    ("run", encrypt, k, start, m)  -> ("done", k, start)
-        process packets idx[k, start:start+m] of ring batch k in place
+- run requests, in the worker's shared segment (no system call while both sides are
+  busy): req[q % QUEUE] = (encrypt, k, start, m), published by raising ctl[POSTED];
+  the worker processes packets idx[k, start:start+m] of ring batch k (bytes in place,
+  metadata into res_*), then raises ctl[COMPLETED]. A side with nothing to do polls for
+  SPIN seconds, then raises its ASLEEP word and sleeps on the pipe, and the other side
+  sends ("wake",) when it sees that word. A wake-up can be lost only to store/load
+  reordering between the two processes; a sleeper re-checks every NAP seconds, so that
+  costs at most NAP.
+- control messages over a multiprocessing Pipe, sent only when the worker has completed
+  every run posted to it (the dispatcher waits for that):
+
     ("install", [(handle, cfg, direction, state), ...])  -> ("ok", None) | ("err", text)
     ("export", [handle, ...], remove)  -> ("ok", [state, ...])   exact SA state for a move
     ("remove", [handle, ...])  -> ("ok", None)
@@ -26,7 +34,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import struct
+import time
 from typing import Optional
 
 import numpy as np
@@ -38,29 +46,29 @@ from .kernels_dispatch import gather, scatter
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
-# -- messages: the per-batch ones packed by hand, control ones pickled ------------------------
-_RUN = struct.Struct("<cBIII")      # b"R", encrypt, k, start, m
-_DONE = struct.Struct("<cII")       # b"D", k, start
+# -- the run queue (engine/ring.py worker_layout: ctl, req) ---------------------------------
+#: ctl words, each on a cache line of its own and written by one side only
+POSTED = 0                # requests posted (dispatcher)
+COMPLETED = 8             # requests completed (worker; results are written before it)
+WORKER_ASLEEP = 16        # the worker sleeps on its pipe: wake it after posting
+DISPATCHER_ASLEEP = 24    # the dispatcher sleeps on the pipes: wake it after completing
+QUEUE = ring.QUEUE
+SPIN = 50e-6              # seconds a side with nothing to do polls before it sleeps
+NAP = 0.001               # a sleeper re-checks shared memory at least this often
 
 
+# -- pipe messages: wake-ups packed by hand, control ones pickled ----------------------------
 def send(conn, msg: tuple) -> None:
-    if msg[0] == "run":
-        conn.send_bytes(_RUN.pack(b"R", msg[1], msg[2], msg[3], msg[4]))
-    elif msg[0] == "done":
-        conn.send_bytes(_DONE.pack(b"D", msg[1], msg[2]))
+    if msg[0] == "wake":
+        conn.send_bytes(b"W")
     else:
         conn.send_bytes(b"P" + pickle.dumps(msg, pickle.HIGHEST_PROTOCOL))
 
 
 def recv(conn) -> tuple:
     data = conn.recv_bytes()
-    tag = data[:1]
-    if tag == b"R":
-        _, enc, k, start, m = _RUN.unpack(data)
-        return ("run", bool(enc), k, start, m)
-    if tag == b"D":
-        _, k, start = _DONE.unpack(data)
-        return ("done", k, start)
+    if data == b"W":
+        return ("wake",)
     return pickle.loads(data[1:])
 
 
@@ -87,6 +95,8 @@ class Worker:
         self.batches = ring.ring_batches(self.ring_seg, nring, cap, data)
         self.seg = ring.Segment.attach(spec["seg_name"], ring.worker_layout(nring, cap, max_sas))
         self.idx = self.seg.arrays["idx"]
+        self.ctl = self.seg.arrays["ctl"]
+        self.req = self.seg.arrays["req"]
         self.eng = Engine(max_sas=max_sas, backend=spec.get("backend", "auto"))
         sad = self.eng.sad
         for name in ("rec", "top", "ctr"):       # the hot state lives in shared memory
@@ -99,7 +109,11 @@ class Worker:
         self.eng.decrypt(self.view)
 
     # -- data --------------------------------------------------------------------------
-    def run(self, encrypt: bool, k: int, start: int, m: int) -> None:
+    def run(self, encrypt: bool, k: int, start: int, m: int, in_place: bool = False) -> None:
+        """Packets idx[k, start:start+m] of ring batch k: their bytes in place, their
+        metadata into res_*[k, start:start+m] (the dispatcher merges them: packets of
+        different SPUs share the metadata's cache lines), or, in_place (the dispatcher's
+        own SPU), into the batch directly."""
         b = self.batches[k]
         v = self.view
         idx = self.idx[k, start:start + m]
@@ -111,7 +125,14 @@ class Worker:
             self.eng.encrypt(v)
         else:
             self.eng.decrypt(v)
-        scatter(idx, m, v.off, v.length, v.drop, v.sa, b.off, b.length, b.drop, b.sa)
+        if in_place:
+            scatter(idx, m, v.off, v.length, v.drop, v.sa, b.off, b.length, b.drop, b.sa)
+            return
+        a = self.seg.arrays
+        a["res_off"][k, start:start + m] = v.off[:m]
+        a["res_length"][k, start:start + m] = v.length[:m]
+        a["res_drop"][k, start:start + m] = v.drop[:m]
+        a["res_sa"][k, start:start + m] = v.sa[:m]
 
     # -- control -----------------------------------------------------------------------
     def _check_shared(self) -> None:
@@ -168,22 +189,44 @@ class Worker:
 
     # -- loop --------------------------------------------------------------------------
     def loop(self) -> None:
-        conn = self.conn
+        conn, ctl, req = self.conn, self.ctl, self.req
+        done = int(ctl[COMPLETED])
         while True:
-            msg = recv(conn)
-            op = msg[0]
-            if op == "run":
-                self.run(msg[1], msg[2], msg[3], msg[4])
-                send(conn, ("done", msg[2], msg[3]))
-            elif op == "stop":
+            if ctl[POSTED] > done:
+                enc, k, start, m = (int(x) for x in req[done % QUEUE])
+                self.run(bool(enc), k, start, m)
+                done += 1
+                ctl[COMPLETED] = done
+                if ctl[DISPATCHER_ASLEEP]:
+                    send(conn, ("wake",))
+                continue
+            msg = self._idle(done)
+            if msg is None or msg[0] == "wake":
+                continue
+            if msg[0] == "stop":
                 return
+            try:
+                result = getattr(self, "op_" + msg[0])(*msg[1:])
+            except (ValueError, OverflowError, KeyError) as e:
+                send(conn, ("err", f"{type(e).__name__}: {e}"))
             else:
-                try:
-                    result = getattr(self, "op_" + op)(*msg[1:])
-                except (ValueError, OverflowError, KeyError) as e:
-                    send(conn, ("err", f"{type(e).__name__}: {e}"))
-                else:
-                    send(conn, ("ok", result))
+                send(conn, ("ok", result))
+
+    def _idle(self, done: int):
+        """Wait for a posted run (returns None) or a pipe message (returns it)."""
+        ctl, conn = self.ctl, self.conn
+        end = time.perf_counter() + SPIN
+        while time.perf_counter() < end:
+            if ctl[POSTED] > done:
+                return None
+        ctl[WORKER_ASLEEP] = 1
+        try:
+            while ctl[POSTED] <= done:
+                if conn.poll(NAP):
+                    return recv(conn)
+        finally:
+            ctl[WORKER_ASLEEP] = 0
+        return None
 
 
 def main(conn, spec: dict) -> None:

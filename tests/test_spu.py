@@ -225,6 +225,45 @@ def test_anchor_map_random_history_keeps_invariants():
         assert set(m.spus()) == live and _balanced(m)
 
 
+def _near_shares(m: AnchorMap) -> bool:
+    counts, shares = m.counts(), m.shares()
+    return sum(counts.values()) == m.n_logical and \
+        all(abs(counts[s] - shares[s]) < 1 for s in counts)
+
+
+def test_weighted_anchor_map_keeps_shares_with_minimal_moves():
+    """A lighter SPU (the dispatcher's own, host_weight) gets its share of the logical
+    SPUs, and failures and additions still move only what they must."""
+    m = AnchorMap([0, 1, 2], weights={0: 1 / 3})
+    assert _near_shares(m) and m.counts()[0] in (36, 37)       # 256 * (1/3) / (7/3)
+    assert set(m.owner[:7].tolist()) == {0, 1, 2}               # neighbours spread out
+    rnd = random.Random(5)
+    live, nxt = {0, 1, 2}, 3
+    for _ in range(40):
+        before = m.owner.copy()
+        if len(live) > 1 and rnd.random() < 0.5:
+            dead = rnd.choice(sorted(live))
+            moved = m.remove(dead)
+            live.discard(dead)
+            assert set(before[moved].tolist()) == {dead}
+        elif len(live) < 10:
+            w = rnd.choice([0.25, 1.0, 2.0])
+            total = sum(m.weights[s] for s in live)
+            moved = m.add(nxt, w)
+            assert len(moved) == int(N_LOGICAL * w // (total + w))
+            assert set(m.owner[moved].tolist()) == {nxt}
+            live.add(nxt)
+            nxt += 1
+        else:
+            continue
+        assert sorted(np.flatnonzero(m.owner != before).tolist()) == sorted(moved)
+        assert set(m.spus()) == live and _near_shares(m)
+    with pytest.raises(ValueError):
+        AnchorMap([0, 1], weights={1: 0})
+    with pytest.raises(ValueError):
+        m.add(99, -1.0)
+
+
 @pytest.mark.parametrize("window", [1, 32, 64, 100, 1024])
 @pytest.mark.parametrize("top", [0, 5, 63, 64, 1000, (1 << 32) + 7])
 def test_conservative_window_resume(window, top):
@@ -497,21 +536,26 @@ def stop_then_kill(pid: int, at: int) -> dict:
     return {at: stop}
 
 
-def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq():
+@pytest.mark.parametrize("host_spu", [False, True], ids=["dedicated", "hosted"])
+def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq(host_spu):
+    """SIGKILL one SPU worker mid-capture: of SPUs 0 and 1 both workers (the victim is 0),
+    or the dispatcher's own SPU 0 beside worker 1 (the victim is 1; SPU 0 takes over)."""
     n = 200_000
     arr, _ = big_plain(n)
-    sas = tunnels(T, 2)
-    dec = Engine()
-    for cfg in sas:
-        dec.install(cfg, "in")
+    victim, survivor = (1, 0) if host_spu else (0, 1)
     db = PacketBatch(1024, data_bytes=1024 * 256)
     keys, lost_idx, out_idx = [], [], []
-    with SpuCluster(2, capacity=1024, ring=4) as cl:
+    with SpuCluster(2, capacity=1024, ring=4, host_spu=host_spu) as cl:
+        assert list(cl.pids()) == ([1] if host_spu else [0, 1])  # the hosted SPU: no process
+        sas = tunnels(T, cl.anchors.owner)
+        dec = Engine()
+        for cfg in sas:
+            dec.install(cfg, "in")
         hs = [cl.install(cfg, "out") for cfg in sas]
-        victim_tunnels = {k for k, h in enumerate(hs) if cl.spu_of(h) == 0}
+        victim_tunnels = {k for k, h in enumerate(hs) if cl.spu_of(h) == victim}
         assert 0 < len(victim_tunnels) < T
-        slots0 = cl.anchors.slots(0)
-        feeder = Feeder(arr, stop_then_kill(cl.pids()[0], at=60))
+        slots0 = cl.anchors.slots(victim)
+        feeder = Feeder(arr, stop_then_kill(cl.pids()[victim], at=60))
         for b in cl.stream("encrypt", feeder):
             m = b.count
             drop = b.drop[:m]
@@ -529,9 +573,9 @@ def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq
             inner = db.buf[db.off[:got, None] + np.arange(PKT)]
             assert (inner == arr[b.ts_ns[:m][ok]]).all()
         stats = cl.stats(per_spu=True)
-        assert cl.live() == [1]
-        assert cl.moves == [("fail", 0, slots0)]               # its logical SPUs, only those
-        assert (cl.anchors.owner == 1).all()
+        assert cl.live() == [survivor]
+        assert cl.moves == [("fail", victim, slots0)]          # its logical SPUs, only those
+        assert (cl.anchors.owner == survivor).all()
         assert sum(cl.sa_stats(h)["packets"] for h in hs) >= stats["packets_out"]
     lost = np.concatenate(lost_idx)
     assert stats["packets_in"] == n
@@ -539,7 +583,8 @@ def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq
     assert stats["packets_out"] + stats["lost"] == n and not any(stats["dropped"].values())
     assert set((lost % T).tolist()) <= victim_tunnels            # only the dead SPU's packets
     spus = {s["spu"]: s for s in stats["spus"]}
-    assert not spus[0]["alive"] and spus[0]["lost"] == lost.size and spus[1]["lost"] == 0
+    assert not spus[victim]["alive"] and spus[victim]["lost"] == lost.size
+    assert spus[survivor]["lost"] == 0 and spus[survivor]["hosted"] == host_spu
     k = np.concatenate(keys)
     assert np.unique(k).size == k.size                          # no (SPI, seq) twice
     spi, seq = k >> np.uint64(32), k & np.uint64(0xFFFFFFFF)
@@ -649,7 +694,8 @@ def test_hung_worker_is_treated_as_failed():
 
 
 def test_cli_worker_sigkill_mid_capture(tmp_path):
-    """`spu encrypt --workers 2` over a 200k-packet capture; SPU 0 killed from outside."""
+    """`spu encrypt --workers 2` over a 200k-packet capture (SPU 0 is the command itself,
+    SPU 1 a worker process); SPU 1 killed from outside."""
     n = 200_000
     arr, _ = big_plain(n)
     sas = tunnels(T, 2)
@@ -670,7 +716,7 @@ def test_cli_worker_sigkill_mid_capture(tmp_path):
         end = time.monotonic() + WAIT
         while time.monotonic() < end and victim is None:
             for p in os.listdir("/proc"):
-                if p.isdigit() and _comm(int(p)) == "pyspu-spu0" and \
+                if p.isdigit() and _comm(int(p)) == "pyspu-spu1" and \
                         _descends(int(p), proc.pid):
                     victim = int(p)
             time.sleep(0.02)
@@ -687,7 +733,8 @@ def test_cli_worker_sigkill_mid_capture(tmp_path):
     stats = json.loads((tmp_path / "st.json").read_text())
     assert stats["packets_in"] == n
     assert stats["packets_out"] + stats["lost"] == n
-    assert [s["alive"] for s in stats["spus"]] == [False, True]
+    assert [s["alive"] for s in stats["spus"]] == [True, False]
+    assert [s["hosted"] for s in stats["spus"]] == [True, False]
     keys = set()
     for _, p in read_pcap(out):
         key = p[20:28]
