@@ -232,7 +232,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             speedup[d] = {x["workers"]: x["mpps"] / base[0] for x in results
                           if x["direction"] == d and x["config"] == "workers"}
     return {"size": size, "tunnels": n_tunnels, "batch": batch, "batches": batches,
-            "ring": ring, "backend": label, "host_spu": host_spu, "results": results, "speedup": speedup}
+            "ring": ring, "backend": label, "host_spu": host_spu, "results": results,
+            "speedup": speedup}
 
 
 def _independent_main(barrier, results, sas, packets, enc, batches, data_bytes, duration,
