@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import os
+import select
 import selectors
 import time
 import weakref
@@ -78,7 +79,10 @@ from .sa import SAConfig
 from .sad import CTR_BYTES, CTR_COLS, CTR_DROP0, CTR_PACKETS
 
 MAX_SPUS = 64              # physical SPU ids ever started by one cluster (tuning bound)
-DEFAULT_RING = 4           # ring batches: one being read/written, the rest in the workers
+#: Ring batches: one being filled while the SPUs work on the other. More in flight only
+#: spread the packets over more memory: with 4, both SPUs' engines ran 10-20% slower
+#: here (engine.spu_bench --ring), the cache lines crossing between cores.
+DEFAULT_RING = 2
 DEFAULT_TIMEOUT = 60.0     # seconds a worker may take to answer one message
 START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compiles)
 #: The hosted SPU's share of logical SPUs relative to a worker's (a tuning value). Here,
@@ -141,6 +145,7 @@ class _Resources:
         self.conns: list = []
         self.segments: list[shm.Segment] = []
         self.selector = selectors.DefaultSelector()
+        self.deaths = select.epoll()       # the workers' sentinels alone: a cheap check
 
     def release(self, grace: float = 5.0) -> None:
         for c in self.conns:
@@ -163,6 +168,7 @@ class _Resources:
         self.conns.clear()
         self.segments.clear()
         self.selector.close()
+        self.deaths.close()
 
 
 def _context(name: Optional[str]):
@@ -304,6 +310,7 @@ class SpuCluster:
         self._spus[sid] = spu
         self._res.selector.register(parent, selectors.EVENT_READ, spu)
         self._res.selector.register(p.sentinel, selectors.EVENT_READ, spu)
+        self._res.deaths.register(p.sentinel, select.EPOLLIN)
         return spu
 
     def _await_ready(self, spu: _Spu) -> None:
@@ -407,9 +414,8 @@ class SpuCluster:
                 spu.seg.arrays["ctl"][spu_worker.DISPATCHER_ASLEEP] = 0
 
     def _post(self, spu: _Spu, enc: bool, k: int, start: int, m: int) -> bool:
-        """Queue a run on a worker; False if it is found dead first."""
-        if spu.alive and not spu.process.is_alive():
-            self._mark_dead(spu)
+        """Queue a run on a worker; False if it is known dead (submit looks for deaths
+        just before)."""
         if spu.alive and spu.posted - spu.seen >= spu_worker.QUEUE:
             self._wait(lambda: not spu.alive or spu.posted - spu.seen < spu_worker.QUEUE,
                        lambda s: s is spu)
@@ -440,6 +446,7 @@ class SpuCluster:
             pass
         self._res.selector.unregister(spu.conn)
         self._res.selector.unregister(spu.process.sentinel)
+        self._res.deaths.unregister(spu.process.sentinel)
         if spu.process.is_alive():
             spu.process.kill()
         spu.process.join(5.0)
@@ -563,8 +570,7 @@ class SpuCluster:
 
     def _settle(self, poll: bool = True) -> None:
         """Move the SAs of every worker found dead (until none is left to move). poll:
-        look for deaths first (the data path skips that system call: _post checks the
-        worker it is about to give packets to)."""
+        look for deaths first (the data path has a cheaper look of its own)."""
         if poll:
             self._pump(0)
         while self._dead:
@@ -610,6 +616,8 @@ class SpuCluster:
             raise SpuError("the SPU cluster is closed")
         if self._n[k] or self._pending[k]:
             raise SpuError(f"ring batch {k} is still in flight")
+        if self._res.deaths.poll(0):       # a worker died: notice it before routing
+            self._pump(0)
         self._settle(poll=False)
         b = self.batches[k]
         n = b.count

@@ -38,7 +38,7 @@ from .anchor import AnchorMap, anchor_of, logical_of
 from .batch import PacketBatch
 from .engine import Engine
 from .sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
-from .spu import SpuCluster
+from .spu import DEFAULT_RING, SpuCluster
 
 LOCAL = "192.0.2.1"
 
@@ -137,7 +137,7 @@ class _Source:
 
 def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     directions: Sequence[str] = ("encrypt", "decrypt"), n_tunnels: int = 8,
-                    batch: int = 1024, batches: int = 64, ring: int = 4,
+                    batch: int = 1024, batches: int = 64, ring: int = DEFAULT_RING,
                     duration: float = 4.0, template: Optional[SAConfig] = None,
                     inprocess: bool = True, backend: str = "auto", progress=None,
                     host_spu: bool = True) -> dict:
@@ -323,7 +323,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--tunnels", type=int, default=8)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--batches", type=int, default=64, help="batches per round")
-    p.add_argument("--ring", type=int, default=4, help="ring batches in flight")
+    p.add_argument("--ring", type=int, default=DEFAULT_RING,
+                   help=f"ring batches in flight (default {DEFAULT_RING})")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per direction")
     p.add_argument("--directions", default="encrypt,decrypt")
     p.add_argument("--json", metavar="FILE")
