@@ -217,6 +217,8 @@ class SpuCluster:
         self.start_timeout = start_timeout
         self.backend_choice = backend
         self.backend_label = ""
+        processes = workers + (0 if host_spu else 1)      # the dispatcher is one of them
+        self._spin = spu_worker.SPIN if processes <= (os.cpu_count() or 1) else 0.0
         #: Outbound resume margin after a failure: a worker is inside at most one
         #: request (<= capacity packets) past its last completed store of seq_out.
         self.margin = capacity
@@ -285,7 +287,7 @@ class SpuCluster:
         self._res.segments.append(seg)
         spec = {"id": sid, "capacity": self.capacity, "data_bytes": self.data_bytes,
                 "ring": self.ring, "max_sas": self.max_sas, "ring_name": self._ring_seg.name,
-                "seg_name": seg.name, "backend": self.backend_choice}
+                "seg_name": seg.name, "backend": self.backend_choice, "spin": self._spin}
         return sid, seg, spec
 
     def _host(self) -> _Spu:
@@ -381,7 +383,7 @@ class SpuCluster:
         NAP at a time. A worker that makes no progress for `timeout` while culprit(it) is
         killed (treated as failed)."""
         end = time.monotonic() + self.timeout
-        spin_end = time.perf_counter() + spu_worker.SPIN
+        spin_end = time.perf_counter() + self._spin
         while True:
             busy = self._busy()
             progressed = False

@@ -54,6 +54,8 @@ WORKER_ASLEEP = 16        # the worker sleeps on its pipe: wake it after posting
 DISPATCHER_ASLEEP = 24    # the dispatcher sleeps on the pipes: wake it after completing
 QUEUE = ring.QUEUE
 SPIN = 50e-6              # seconds a side with nothing to do polls before it sleeps
+#                           (0 when the cluster has more processes than cores: a spinner
+#                           would take the core of the process it waits for)
 NAP = 0.001               # a sleeper re-checks shared memory at least this often
 
 
@@ -95,6 +97,7 @@ class Worker:
         self.batches = ring.ring_batches(self.ring_seg, nring, cap, data)
         self.seg = ring.Segment.attach(spec["seg_name"], ring.worker_layout(nring, cap, max_sas))
         self.idx = self.seg.arrays["idx"]
+        self.spin = spec.get("spin", SPIN)
         self.ctl = self.seg.arrays["ctl"]
         self.req = self.seg.arrays["req"]
         self.eng = Engine(max_sas=max_sas, backend=spec.get("backend", "auto"))
@@ -215,7 +218,7 @@ class Worker:
     def _idle(self, done: int):
         """Wait for a posted run (returns None) or a pipe message (returns it)."""
         ctl, conn = self.ctl, self.conn
-        end = time.perf_counter() + SPIN
+        end = time.perf_counter() + self.spin
         while time.perf_counter() < end:
             if ctl[POSTED] > done:
                 return None
