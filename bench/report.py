@@ -9,8 +9,9 @@ Record keys (the --json contract; values are null where a measurement did not ru
 Payload bytes are the plaintext IP packets; wire bytes are the ESP packets (outer IPv4
 header, ESP header, IV, padding, trailer and ICV included), in either direction.
 workers is 1 for the in-process engine; a record with workers N > 1 (`--workers 1,N`) is
-SpuCluster with N worker processes (worker_record): mpps_min/mpps_max null, repeats = its
-rounds, ceiling_* = one core's ceiling from the 1-worker record, baselines null.
+SpuCluster with N SPUs, the dispatcher's own and N-1 worker processes (worker_record):
+mpps_min/mpps_max null, repeats = its rounds, ceiling_* = one core's ceiling from the
+1-worker record, baselines null.
 profile (--profile, else null): bench/stages.py's stages, parse_lookup_ns, replay_ns,
 crypto_ns, headers_ns, dispatch_ns, io_ns, adding up to total_ns (engine_ns + io_ns) within
 clamped_ns, with percent, the passes and their call costs; on a workers N > 1 record,
@@ -203,10 +204,11 @@ def _row(r: dict, w) -> None:
 def _print_scaling(scaling: Sequence[dict], w) -> None:
     """The "N workers / 1 worker" footer: both from SpuCluster, in the same rounds."""
     t = scaling[0]
-    w(f"N workers: SpuCluster with N worker processes, {t['tunnels']} tunnels of the suite "
-      f"interleaved, batches streamed through a ring as `spu encrypt/decrypt --workers N` "
-      f"does minus the file I/O (engine/spu_bench.py); the dispatcher shares the cores; "
-      f"median rounds, configurations alternating; /ceil against one core's ceiling.\n")
+    w(f"N workers: SpuCluster with N SPUs (the dispatcher is SPU 0, beside N-1 worker "
+      f"processes), {t['tunnels']} tunnels of the suite interleaved, batches streamed "
+      f"through a ring as `spu encrypt/decrypt --workers N` does minus the file I/O "
+      f"(engine/spu_bench.py); 1 worker = the dispatcher alone; median rounds, "
+      f"configurations alternating; /ceil against one core's ceiling.\n")
     for s in scaling:
         for d, ratios in s["speedup"].items():
             mp = {x["workers"]: x["mpps"] for x in s["results"] if x["direction"] == d}

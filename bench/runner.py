@@ -21,9 +21,10 @@ would otherwise count as engine time. (The first design, a restore-only loop sub
 from a restore+run loop, read 2x too slow under a load of 3 on 2 cores.)
 
 `--workers 1,N`: for each suite, size and direction, N > 1 also runs SpuCluster with N
-worker processes and with 1, in the same alternating rounds (engine.spu.measure_scaling:
-batches streamed as `spu encrypt/decrypt --workers N` does, minus the file I/O); records
-with "workers": N, and a footer of "N workers / 1 worker" ratios from that one run.
+SPUs (the dispatcher's own and N-1 worker processes) and with 1, in the same alternating
+rounds (engine.spu.measure_scaling: batches streamed as `spu encrypt/decrypt --workers N`
+does, minus the file I/O); records with "workers": N, and a footer of "N workers / 1
+worker" ratios from that one run.
 
 Only the top-level imports here are cheap (argparse and the pure-Python algorithm
 table), so that `spu --help` stays fast.
@@ -135,7 +136,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SPU worker counts, e.g. 1,2 (default 1). 1 is the in-process "
                         "engine, always measured. Each N > 1 adds, per suite, size and "
                         "direction, a row (and a JSON record with \"workers\": N) measured "
-                        "through SpuCluster with N worker processes, batches streamed as "
+                        "through SpuCluster with N SPUs (this process and N-1 worker "
+                        "processes), batches streamed as "
                         "`spu encrypt/decrypt --workers N` does (8 tunnels, no file I/O; "
                         "engine/spu_bench.py), plus a 1-worker SpuCluster run in the same "
                         "rounds, and the footer gives N workers / 1 worker; IMIX has no "
