@@ -37,7 +37,7 @@ def _pcap():
 def run_pcap(direction: str, sas: list[SAConfig], src: str, dst: str,
              stats_json: Optional[str] = None,
              warn: Callable[[str], None] = lambda m: None, workers: int = 1,
-             host_spu: bool = True) -> dict:
+             host_spu: bool = True, host_weight: Optional[float] = None) -> dict:
     """Stream IN through a fresh engine into OUT; returns the stats dict.
 
     Memory stays bounded: one batch of BATCH_PACKETS packets at a time. workers > 1
@@ -45,7 +45,8 @@ def run_pcap(direction: str, sas: list[SAConfig], src: str, dst: str,
     worker processes, or (host_spu=False) workers worker processes.
     """
     if workers > 1:
-        return _run_pcap_spu(direction, sas, src, dst, stats_json, warn, workers, host_spu)
+        return _run_pcap_spu(direction, sas, src, dst, stats_json, warn, workers, host_spu,
+                             host_weight)
     pcap = _pcap()
     eng = Engine(max_sas=max(16, len(sas)))
     for cfg in sas:
@@ -76,7 +77,7 @@ def run_pcap(direction: str, sas: list[SAConfig], src: str, dst: str,
 
 def _run_pcap_spu(direction: str, sas: list[SAConfig], src: str, dst: str,
                   stats_json: Optional[str], warn: Callable[[str], None], workers: int,
-                  host_spu: bool) -> dict:
+                  host_spu: bool, host_weight: Optional[float]) -> dict:
     """run_pcap over SPU workers: the same output and counters as one engine, plus
     `lost` (packets inside a worker that died) and per-SPU counters in the JSON."""
     from .spu import SpuCluster, SpuError
@@ -88,7 +89,9 @@ def _run_pcap_spu(direction: str, sas: list[SAConfig], src: str, dst: str,
     try:
         with reader, pcap.PcapWriter(dst, like=reader) as writer, \
                 SpuCluster(workers, capacity=BATCH_PACKETS, data_bytes=BATCH_BYTES,
-                           max_sas=max(16, len(sas)), host_spu=host_spu) as spus:
+                           max_sas=max(16, len(sas)), host_spu=host_spu,
+                           **({} if host_weight is None else {"host_weight": host_weight})
+                           ) as spus:
             for cfg in sas:
                 spus.install(cfg, "out" if direction == "encrypt" else "in")
             for batch in spus.stream(direction, reader.fill):
@@ -103,6 +106,11 @@ def _run_pcap_spu(direction: str, sas: list[SAConfig], src: str, dst: str,
             json.dump(stats, f, indent=2)
             f.write("\n")
     return stats
+
+
+def _host_weight(text: str) -> float:
+    from .spu import host_weight_arg        # lazily, as _run_pcap_spu imports SpuCluster
+    return host_weight_arg(text)
 
 
 def _workers(text: str) -> int:
@@ -122,7 +130,8 @@ def _cmd_pcap(args) -> int:
     sas = _load_sas(args.sa)
     run_pcap(args.command, sas, args.input, args.output, args.stats_json,
              warn=lambda m: print(f"spu: warning: {m}", file=sys.stderr),
-             workers=args.workers, host_spu=not args.dedicated_dispatcher)
+             workers=args.workers, host_spu=not args.dedicated_dispatcher,
+             host_weight=args.host_weight)
     return 0
 
 
@@ -155,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--dedicated-dispatcher", action="store_true",
                        help="with --workers N: N worker processes, and this process only "
                             "dispatches (for machines with more cores than SPUs)")
+        c.add_argument("--host-weight", type=_host_weight, default=None, metavar="W",
+                       help="with --workers N: this process's SPU takes W times a worker's "
+                            "share of the SAs' anchors (default 1/3: it also dispatches)")
         c.set_defaults(func=_cmd_pcap)
     d = sub.add_parser("demo", help="encrypt and decrypt a generated capture, print counters")
     d.add_argument("--packets", type=int, default=100_000)

@@ -47,6 +47,7 @@ Counters: packets_in == packets_out + sum(dropped) + lost, globally and per SPU
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import multiprocessing as mp
 import os
@@ -91,6 +92,17 @@ START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compi
 #: packet, so with 2 SPUs the dispatcher's engine should take about a quarter of the
 #: packets: weight 1/3 (engine.spu_bench measures it; README "SPU workers").
 HOST_WEIGHT = 1 / 3
+
+
+def host_weight_arg(text: str) -> float:
+    """argparse type of --host-weight: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"bad host weight {text!r} (a positive number)")
+    return value
 _U32 = (1 << 32) - 1
 _U64 = (1 << 64) - 1
 

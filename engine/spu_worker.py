@@ -9,8 +9,9 @@ SA's packets in order across installs, moves and removals:
   metadata into res_*), then raises ctl[COMPLETED]. A side with nothing to do polls for
   SPIN seconds, then raises its ASLEEP word and sleeps on the pipe, and the other side
   sends ("wake",) when it sees that word. A wake-up can be lost only to store/load
-  reordering between the two processes; a sleeper re-checks every NAP seconds, so that
-  costs at most NAP.
+  reordering between the two processes; a sleeper re-checks after NAP seconds, and
+  twice as long each time up to IDLE_NAP, so that costs at most IDLE_NAP (and almost
+  never happens: the window is a few instructions wide).
 - control messages over a multiprocessing Pipe, sent only when the worker has completed
   every run posted to it (the dispatcher waits for that):
 
@@ -57,6 +58,7 @@ SPIN = 50e-6              # seconds a side with nothing to do polls before it sl
 #                           (0 when the cluster has more processes than cores: a spinner
 #                           would take the core of the process it waits for)
 NAP = 0.001               # a sleeper re-checks shared memory at least this often
+IDLE_NAP = 0.064          # ... doubling up to this while a worker stays idle
 
 
 # -- pipe messages: wake-ups packed by hand, control ones pickled ----------------------------
@@ -223,10 +225,12 @@ class Worker:
             if ctl[POSTED] > done:
                 return None
         ctl[WORKER_ASLEEP] = 1
+        nap = NAP
         try:
             while ctl[POSTED] <= done:
-                if conn.poll(NAP):
+                if conn.poll(nap):
                     return recv(conn)
+                nap = min(nap * 2, IDLE_NAP)     # an idle SPU should not wake 1000 times/s
         finally:
             ctl[WORKER_ASLEEP] = 0
         return None

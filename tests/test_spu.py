@@ -849,3 +849,24 @@ def test_cli_rejects_a_bad_worker_count(world):
         p = run_spu("decrypt", "--sa", d / "sa.conf", d / "esp.pcap", d / "x.pcap",
                     "--workers", bad)
         assert p.returncode == 2 and "worker count" in p.stderr
+    for bad in ("0", "-1", "x", "inf"):
+        p = run_spu("decrypt", "--sa", d / "sa.conf", d / "esp.pcap", d / "x.pcap",
+                    "--workers", "2", "--host-weight", bad)
+        assert p.returncode == 2 and "bad host weight" in p.stderr
+
+
+def test_cli_host_weight_and_dedicated_dispatcher_keep_the_output(world):
+    """The SPU layout changes who owns what, never the packets written."""
+    d = world["dir"]
+    ref = None
+    for extra, logical0 in ((["--host-weight", "3"], 192),         # 256 * 3 / (3 + 1)
+                            (["--dedicated-dispatcher"], 128)):
+        out = d / f"lay{logical0}.pcap"
+        p = run_spu("decrypt", "--sa", d / "sa.conf", d / "esp.pcap", out, "--stats-json",
+                    d / f"lay{logical0}.json", "--workers", "2", *extra)
+        assert p.returncode == 0, p.stderr
+        spus = json.loads((d / f"lay{logical0}.json").read_text())["spus"]
+        assert [s["logical"] for s in spus] == [logical0, N_LOGICAL - logical0]
+        assert [s["hosted"] for s in spus] == [extra[0] == "--host-weight", False]
+        ref = ref or out.read_bytes()
+        assert out.read_bytes() == ref
