@@ -180,6 +180,13 @@ class AnchorMap:
             moved.append(lg)
         return sorted(moved)
 
+    def move(self, logical: int, spu: int) -> None:
+        """Give one logical SPU to a live SPU (load balancing: shares then follow the
+        measured load, not the weights)."""
+        if spu not in self.weights:
+            raise ValueError(f"SPU {spu} is not in the map")
+        self.owner[logical] = spu
+
     def of(self, logical: int) -> int:
         return int(self.owner[logical])
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+from numba import types
+from numba.core.extending import intrinsic
 
 from .drops import Drop
 from .kernels_esp import ipv4_fragment, is_encap_port, lookup_inbound
@@ -243,9 +245,11 @@ def scatter(idx, m, v_off, v_length, v_drop, v_sa, off, length, drop, sa):
 
 
 @nb.njit(**JIT)
-def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop):
+def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop, sa, sa_logical,
+            logical_load):
     """Counters of one finished batch: per SPU (packets it was given, written, dropped by
-    reason, lost with it) and the dispatcher's own drops (dest -1)."""
+    reason, lost with it), the dispatcher's own drops (dest -1), and packets per logical
+    SPU (for balancing)."""
     for i in range(n):
         d = dest[i]
         r = drop[i]
@@ -253,6 +257,9 @@ def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop):
             if r < disp_drop.shape[0]:
                 disp_drop[r] += 1
             continue
+        s = sa[i]
+        if 0 <= s < sa_logical.shape[0]:
+            logical_load[sa_logical[s]] += 1
         spu_in[d] += 1
         if r == 0:
             spu_out[d] += 1
@@ -261,3 +268,30 @@ def account(dest, drop, n, spu_in, spu_out, spu_drop, spu_lost, disp_drop):
         elif r < spu_drop.shape[1]:
             spu_drop[d, r] += 1
 
+
+
+# -- the run queue's words (engine/spu_worker.py), shared by two processes ---------------------
+@intrinsic
+def _fence(typingctx):
+    """A full memory barrier (LLVM `fence seq_cst`: mfence on x86, dmb ish on Arm)."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
+
+
+@nb.njit(**JIT)
+def publish(ctl, i, value):
+    """ctl[i] = value, after every store before it (a request, results) and before every
+    load after it (the other side's ASLEEP word): Arm reorders both, x86 the second."""
+    _fence()
+    ctl[i] = value
+    _fence()
+
+
+@nb.njit(**JIT)
+def observe(ctl, i):
+    """ctl[i], read before every load after it (the request or results it announces)."""
+    value = ctl[i]
+    _fence()
+    return value

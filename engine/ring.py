@@ -38,7 +38,7 @@ from .sad import CTR_COLS, SA_DTYPE
 
 PREFIX = "pyspu_"
 ALIGN = 64
-CTL_WORDS = 32            # a worker's run-queue words: 4, a cache line apart
+CTL_WORDS = 48            # a worker's run-queue words: 6, a cache line apart
 QUEUE = 64                # run requests a worker can have posted and not completed
 
 

@@ -73,10 +73,13 @@ from .kernels_dispatch import (
     classify_decrypt,
     classify_encrypt,
     compile_policy,
+    observe,
+    publish,
     scatter,
     split,
 )
 from .sa import SAConfig
+from .spu_balance import HOLD, choose_move
 from .sad import CTR_BYTES, CTR_COLS, CTR_DROP0, CTR_PACKETS
 
 MAX_SPUS = 64              # physical SPU ids ever started by one cluster (tuning bound)
@@ -206,7 +209,8 @@ class SpuCluster:
                  max_sas: int = 1024, n_logical: int = N_LOGICAL,
                  context: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
                  start_timeout: float = START_TIMEOUT, backend: str = "auto",
-                 host_spu: bool = False, host_weight: float = HOST_WEIGHT):
+                 host_spu: bool = False, host_weight: float = HOST_WEIGHT,
+                 balance: Optional[float] = None):
         """`workers` SPUs; ring batches of `capacity` packets / `data_bytes` bytes, `ring`
         of them in flight; `backend` is each SPU engine's crypto backend (Engine).
         `context`: a multiprocessing start method (default forkserver).
@@ -216,7 +220,11 @@ class SpuCluster:
         workers - 1 processes (SPUs 1..): N SPUs on N cores, with no core spent on a
         dispatcher that mostly waits. SPU 0 cannot fail apart from the dispatcher; the
         others fail over as usual, to it among others. It takes `host_weight` times a
-        worker's share of the logical SPUs, since it also dispatches every packet."""
+        worker's share of the logical SPUs, since it also dispatches every packet.
+
+        balance: every `balance` seconds of streaming, move one logical SPU (and its SAs,
+        with their exact state) from the busiest SPU to the least busy one if that narrows
+        the gap (engine/spu_balance.py); None: shares stay as the weights set them."""
         if not 1 <= workers <= MAX_SPUS:
             raise ValueError(f"workers must be 1..{MAX_SPUS}")
         if ring < 1 or capacity < 1:
@@ -260,6 +268,14 @@ class SpuCluster:
         self._enc = [False] * ring
         self._pending = [0] * ring      # requests of ring batch k not answered yet
         self._fill = np.zeros((MAX_SPUS, ring), np.int64)   # idx entries used per SPU, batch
+        # balancing: packets per logical SPU, seconds streaming and waiting, the window
+        self.balance = balance
+        self._load = np.zeros(n_logical, np.uint64)
+        self._streamed = 0.0
+        self._stream_t0: Optional[float] = None
+        self._waited = 0.0
+        self._window: Optional[tuple] = None
+        self._held: dict[int, int] = {}      # logical SPU -> windows it must stay put
         try:
             self._ring_seg = shm.Segment.create(shm.ring_layout(ring, capacity, self.data_bytes))
             self._res.segments.append(self._ring_seg)
@@ -373,7 +389,7 @@ class SpuCluster:
     def _harvest(self, spu: _Spu) -> bool:
         """Take the runs `spu` completed (its ctl[COMPLETED]): merge their results into
         their batches. True if there were any."""
-        done = int(spu.seg.arrays["ctl"][spu_worker.COMPLETED])
+        done = int(observe(spu.seg.arrays["ctl"], spu_worker.COMPLETED))
         if done == spu.seen:
             return False
         a = spu.seg.arrays
@@ -419,7 +435,7 @@ class SpuCluster:
     def _nap(self, busy: list[_Spu]) -> None:
         """Sleep until a busy worker completes something (or NAP passes, or one dies)."""
         for spu in busy:
-            spu.seg.arrays["ctl"][spu_worker.DISPATCHER_ASLEEP] = 1
+            publish(spu.seg.arrays["ctl"], spu_worker.DISPATCHER_ASLEEP, 1)
         try:
             if not any(self._harvest(spu) for spu in busy):
                 self._pump(spu_worker.NAP)
@@ -439,7 +455,7 @@ class SpuCluster:
         spu.seg.arrays["req"][spu.posted % spu_worker.QUEUE] = (int(enc), k, start, m)
         spu.outstanding.append((k, start, m))
         spu.posted += 1
-        ctl[spu_worker.POSTED] = spu.posted        # after the request: x86 keeps store order
+        publish(ctl, spu_worker.POSTED, spu.posted)
         if ctl[spu_worker.WORKER_ASLEEP]:
             try:
                 spu_worker.send(spu.conn, ("wake",))
@@ -551,10 +567,17 @@ class SpuCluster:
         self._await_ready(spu)
         moved = self.anchors.add(spu.id)
         self.moves.append(("add", spu.id, moved))
-        moving = set(moved)
+        self._move_sas(moved, spu.id)
+        self._settle()
+        return spu.id
+
+    def _move_sas(self, logicals: list[int], to: int) -> None:
+        """The SAs of these logical SPUs (already given to SPU `to` in the anchor map) move
+        there with their exact state, each after its old owner finished its queue."""
+        moving = set(logicals)
         by_old: dict[int, list[int]] = {}
         for g, sa in self._sas.items():
-            if sa.logical in moving:
+            if sa.logical in moving and sa.spu != to:
                 by_old.setdefault(sa.spu, []).append(g)
         for old, handles in sorted(by_old.items()):
             try:
@@ -565,12 +588,48 @@ class SpuCluster:
             for g, st in zip(handles, states):
                 sa = self._sas[g]
                 sa.base += st.pop("ctr")
-                sa.spu, sa.acked = spu.id, False
+                sa.spu, sa.acked = to, False
                 sa.floor = st["seq_out"] if sa.direction == "out" else st["top"]
                 items.append((g, sa.cfg, sa.direction, st))
-            self._send_installs({spu.id: items})
-        self._settle()
-        return spu.id
+            self._send_installs({to: items})
+
+    # -- balancing (engine/spu_balance.py) ------------------------------------------------
+    def _balance_check(self) -> None:
+        """At the end of a batch: if a window of `balance` seconds of streaming is over,
+        measure it and maybe move one logical SPU."""
+        now = time.perf_counter()
+        streamed = self._streamed + (now - self._stream_t0 if self._stream_t0 else 0.0)
+        busy_ns = {sid: int(s.seg.arrays["ctl"][spu_worker.BUSY_NS])
+                   for sid, s in self._spus.items() if s.alive and s.hosted is None}
+        mark = (streamed, self._waited, busy_ns, self._load.copy())
+        if self._window is None:
+            self._window = mark
+            return
+        s0, w0, b0, l0 = self._window
+        span = streamed - s0
+        if span < self.balance:
+            return
+        self._window = mark
+        busy = {}
+        hosted = None
+        for sid, spu in self._spus.items():
+            if not spu.alive:
+                continue
+            if spu.hosted is not None:
+                hosted = sid
+                busy[sid] = span - (self._waited - w0)
+            elif sid in b0:
+                busy[sid] = (busy_ns[sid] - b0[sid]) / 1e9
+        self._held = {lg: n - 1 for lg, n in self._held.items() if n > 1}
+        move = choose_move(busy, (self._load - l0).astype(np.float64), self.anchors.owner,
+                           span, hosted, self._held)
+        if move is not None:
+            lg, old, new = move
+            self.anchors.move(lg, new)
+            self.moves.append(("balance", new, [lg]))
+            self._held[lg] = HOLD
+            self._move_sas([lg], new)
+            self._window = None        # the next window starts after the move
 
     def _send_installs(self, groups: dict[int, list]) -> None:
         for sid, items in groups.items():
@@ -690,14 +749,18 @@ class SpuCluster:
         Hung workers (no progress for `timeout`) are treated as failed: killed, and their
         packets lost."""
         if self._pending[k] > 0:
+            t = time.perf_counter()
             self._wait(lambda: self._pending[k] <= 0,
                        lambda s: any(g[0] == k for g in s.outstanding))
+            self._waited += time.perf_counter() - t
         b = self.batches[k]
         n = max(self._n[k], 0)
         account(self._dest[k], b.drop, n, self._spu_in, self._spu_out, self._spu_drop,
-                self._spu_lost, self._disp_drop)
+                self._spu_lost, self._disp_drop, b.sa, self._sa_logical, self._load)
         self._n[k] = 0
         self._settle(poll=False)
+        if self.balance is not None:
+            self._balance_check()
         return b
 
     def stream(self, direction: str, fill: Callable[[PacketBatch], int]
@@ -710,6 +773,7 @@ class SpuCluster:
         free = deque(range(self.ring))
         pending: deque[int] = deque()
         eof = False
+        self._stream_t0 = time.perf_counter()
         try:
             while True:
                 while free and not eof:
@@ -730,6 +794,8 @@ class SpuCluster:
         finally:
             while pending and not self._closed:   # left early: let the workers finish
                 self.collect(pending.popleft())
+            self._streamed += time.perf_counter() - self._stream_t0
+            self._stream_t0 = None
 
     def process(self, direction: str, batch: PacketBatch) -> None:
         """Encrypt or decrypt one PacketBatch in place (copied through the ring); lost

@@ -140,7 +140,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     batch: int = 1024, batches: int = 64, ring: int = DEFAULT_RING,
                     duration: float = 4.0, template: Optional[SAConfig] = None,
                     inprocess: bool = True, backend: str = "auto", progress=None,
-                    host_spu: bool = True, host_weight: float = HOST_WEIGHT) -> dict:
+                    host_spu: bool = True, host_weight: float = HOST_WEIGHT,
+                    balance: Optional[float] = None) -> dict:
     """Throughput of the SPU data path for each worker count (and the in-process engine).
 
     A round streams `batches` batches of `batch` packets through SpuCluster.stream with a
@@ -171,7 +172,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
         for w in workers:
             clusters[w] = SpuCluster(w, capacity=batch, data_bytes=data_bytes, ring=ring,
                                      max_sas=max(16, 2 * n_tunnels), backend=backend,
-                                     host_spu=host_spu, host_weight=host_weight)
+                                     host_spu=host_spu, host_weight=host_weight,
+                                     balance=balance)
         # the tunnels follow the largest cluster's shares of the logical SPUs
         spread = clusters[workers[-1]].anchors.owner if workers else 1
         out_sas = tunnels(n_tunnels, spread, template)
@@ -333,6 +335,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="hosted (default): the dispatcher is SPU 0 beside N-1 worker "
                         "processes (`spu encrypt --workers N`); dedicated: N worker "
                         "processes beside a dispatcher that only dispatches")
+    p.add_argument("--balance", type=float, default=None, metavar="SEC",
+                   help="move logical SPUs between SPUs by measured load every SEC "
+                        "seconds of streaming (SpuCluster balance; default off)")
     p.add_argument("--host-weight", type=host_weight_arg, default=HOST_WEIGHT,
                    help="the dispatcher's SPU's share of logical SPUs relative to a "
                         f"worker's (default {HOST_WEIGHT:.2f})")
@@ -351,7 +356,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = measure_scaling([int(x) for x in a.workers.split(",")], a.size,
                           a.directions.split(","), a.tunnels, a.batch, a.batches, a.ring,
                           a.duration, backend=a.backend, progress=show,
-                          host_spu=a.dispatcher == "hosted", host_weight=a.host_weight)
+                          host_spu=a.dispatcher == "hosted", host_weight=a.host_weight,
+                          balance=a.balance)
     print(f"backend {res['backend']}; {a.size}-byte packets, {a.tunnels} tunnels, "
           f"batch {a.batch}; {a.dispatcher} dispatcher")
     for d, s in res["speedup"].items():

@@ -8,10 +8,12 @@ SA's packets in order across installs, moves and removals:
   the worker processes packets idx[k, start:start+m] of ring batch k (bytes in place,
   metadata into res_*), then raises ctl[COMPLETED]. A side with nothing to do polls for
   SPIN seconds, then raises its ASLEEP word and sleeps on the pipe, and the other side
-  sends ("wake",) when it sees that word. A wake-up can be lost only to store/load
-  reordering between the two processes; a sleeper re-checks after NAP seconds, and
-  twice as long each time up to IDLE_NAP, so that costs at most IDLE_NAP (and almost
-  never happens: the window is a few instructions wide).
+  sends ("wake",) when it sees that word. The words are written and read with full
+  memory barriers (kernels_dispatch.publish/observe): a request or result is visible
+  before the word that announces it, and of "I posted / are you asleep?" and "I am
+  asleep / anything posted?" one side always sees the other's store, so no wake-up is
+  lost. A sleeper re-checks after NAP seconds anyway, twice as long each time up to
+  IDLE_NAP.
 - control messages over a multiprocessing Pipe, sent only when the worker has completed
   every run posted to it (the dispatcher waits for that):
 
@@ -43,7 +45,7 @@ import numpy as np
 from . import ring
 from .batch import PacketBatch
 from .engine import Engine
-from .kernels_dispatch import gather, scatter
+from .kernels_dispatch import gather, observe, publish, scatter
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -53,6 +55,7 @@ POSTED = 0                # requests posted (dispatcher)
 COMPLETED = 8             # requests completed (worker; results are written before it)
 WORKER_ASLEEP = 16        # the worker sleeps on its pipe: wake it after posting
 DISPATCHER_ASLEEP = 24    # the dispatcher sleeps on the pipes: wake it after completing
+BUSY_NS = 32              # nanoseconds spent in runs (worker; read for balancing)
 QUEUE = ring.QUEUE
 SPIN = 50e-6              # seconds a side with nothing to do polls before it sleeps
 #                           (0 when the cluster has more processes than cores: a spinner
@@ -197,11 +200,13 @@ class Worker:
         conn, ctl, req = self.conn, self.ctl, self.req
         done = int(ctl[COMPLETED])
         while True:
-            if ctl[POSTED] > done:
+            if observe(ctl, POSTED) > done:
                 enc, k, start, m = (int(x) for x in req[done % QUEUE])
+                t = time.perf_counter_ns()
                 self.run(bool(enc), k, start, m)
+                ctl[BUSY_NS] += time.perf_counter_ns() - t
                 done += 1
-                ctl[COMPLETED] = done
+                publish(ctl, COMPLETED, done)
                 if ctl[DISPATCHER_ASLEEP]:
                     send(conn, ("wake",))
                 continue
@@ -224,10 +229,10 @@ class Worker:
         while time.perf_counter() < end:
             if ctl[POSTED] > done:
                 return None
-        ctl[WORKER_ASLEEP] = 1
+        publish(ctl, WORKER_ASLEEP, 1)
         nap = NAP
         try:
-            while ctl[POSTED] <= done:
+            while observe(ctl, POSTED) <= done:
                 if conn.poll(nap):
                     return recv(conn)
                 nap = min(nap * 2, IDLE_NAP)     # an idle SPU should not wake 1000 times/s

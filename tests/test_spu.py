@@ -33,6 +33,7 @@ from engine.pcap import read_pcap, write_pcap
 from engine.replay import advance, check, words_for_window
 from engine.sa import parse_sa_text
 from engine.spu import SpuCluster
+from engine.spu_balance import choose_move
 from engine.spu_bench import tunnels
 from engine.spu_worker import mark_seen_through
 
@@ -870,3 +871,58 @@ def test_cli_host_weight_and_dedicated_dispatcher_keep_the_output(world):
         assert [s["hosted"] for s in spus] == [extra[0] == "--host-weight", False]
         ref = ref or out.read_bytes()
         assert out.read_bytes() == ref
+
+
+# -- load-aware balancing (engine/spu_balance.py) ----------------------------------------------
+def test_choose_move_narrows_the_gap_and_leaves_balance_alone():
+    owner = np.array([0, 1, 0, 1, 0, 1, 0, 1], np.int32)
+    load = np.array([100, 100, 100, 100, 0, 0, 0, 0], np.float64)
+    # SPU 0 (hosted: its time includes dispatching) busy all of 1 s, SPU 1 half of it
+    move = choose_move({0: 1.0, 1: 0.5}, load, owner, 1.0, hosted=0)
+    assert move is not None and move[1:] == (0, 1) and owner[move[0]] == 0
+    assert load[move[0]] > 0
+    assert choose_move({0: 0.97, 1: 0.93}, load, owner, 1.0, hosted=0) is None   # balanced
+    # the only loaded logical SPU carries far more than the gap: moving it would be worse
+    fat = np.array([1000, 100, 0, 0, 0, 0, 0, 0], np.float64)
+    assert choose_move({0: 1.0, 1: 0.8}, fat, owner, 1.0, hosted=0) is None
+    assert choose_move({0: 1.0}, load, owner, 1.0) is None                       # one SPU
+    loaded0 = [lg for lg in range(8) if owner[lg] == 0 and load[lg] > 0]
+    assert choose_move({0: 1.0, 1: 0.5}, load, owner, 1.0, 0, held=loaded0) is None
+
+
+def test_balancing_moves_load_off_an_overloaded_hosted_spu_keeping_exact_state():
+    """The dispatcher's SPU given 3 times a worker's share: balancing moves logical SPUs to
+    the worker mid-stream, and decrypt output and counters stay those of one engine
+    (replays across the moves are still caught: the windows moved exactly)."""
+    sa_text, _, make = sa_world()
+    plain = make(12000)
+    esp, _, _ = engine_run(sa_text, "encrypt", plain)
+    cap = esp[:6000] + esp[5900:5990] + esp[6000:]
+    ref, ref_drops, ref_stats = engine_run(sa_text, "decrypt", cap)
+    src = PacketBatch.from_packets(cap)
+    with SpuCluster(2, capacity=256, host_spu=True, host_weight=3.0, balance=0.0) as cl:
+        hs = [cl.install(cfg, "in") for cfg in parse_sa_text(sa_text)]
+        before = {h: cl.spu_of(h) for h in hs}
+        pos = [0]
+
+        def fill(b):
+            k = pos[0]
+            if k >= len(cap):
+                return 0
+            got = b.add_many(src.buf, src.off[k:len(cap)], src.length[k:len(cap)])
+            pos[0] += got
+            return got
+
+        out, out_drops = [], []
+        for b in cl.stream("decrypt", fill):
+            out += b.packets()
+            out_drops += b.drop[:b.count].tolist()
+        stats = cl.stats()
+        moves = [m for m in cl.moves if m[0] == "balance"]
+        to = [m[1] for m in moves]                                # off the hosted SPU
+        assert to and to[0] == 1 and to.count(1) > to.count(0)
+        assert any(cl.spu_of(h) == 1 and before[h] == 0 for h in hs)
+    assert out_drops == ref_drops and out_drops.count(Drop.REPLAY) >= 90
+    assert [p for p, d in zip(out, out_drops) if not d] == \
+        [p for p, d in zip(ref, ref_drops) if not d]
+    assert {k: stats[k] for k in CONTRACT_KEYS} == ref_stats and stats["lost"] == 0
