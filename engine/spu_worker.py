@@ -57,9 +57,11 @@ WORKER_ASLEEP = 16        # the worker sleeps on its pipe: wake it after posting
 DISPATCHER_ASLEEP = 24    # the dispatcher sleeps on the pipes: wake it after completing
 BUSY_NS = 32              # nanoseconds spent in runs (worker; read for balancing)
 QUEUE = ring.QUEUE
-SPIN = 50e-6              # seconds a side with nothing to do polls before it sleeps
-#                           (0 when the cluster has more processes than cores: a spinner
-#                           would take the core of the process it waits for)
+SPIN = 200e-6             # seconds a side with nothing to do polls before it sleeps:
+#                           about a batch's time, so a sleep and a wake-up (slow in a VM)
+#                           are only paid when the other side really is idle; 0 when the
+#                           cluster has more processes than cores (a spinner would take
+#                           the core of the process it waits for)
 NAP = 0.001               # a sleeper re-checks shared memory at least this often
 IDLE_NAP = 0.064          # ... doubling up to this while a worker stays idle
 
