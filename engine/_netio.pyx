@@ -37,7 +37,8 @@ from libc.string cimport memcmp, memcpy, memset
 
 from engine._libc_net cimport *
 from engine._netio_hdr cimport *
-from engine._slots cimport Slots, _slots, _now_ns
+from engine._slots cimport (Slots, _slots, _now_ns, ERRNO_SLOTS, _count_errno,
+                           _read_counted)
 
 from engine.batch import HEADROOM as _HEADROOM, SLOT_ALIGN as _SLOT_ALIGN, \
     TAILROOM as _TAILROOM
@@ -61,7 +62,6 @@ cdef enum:
     S_TX_ERRORS = 10      # packets the kernel refused (by errno at TX_ERRNO_BASE)
     S_RX_ERRORS = 11      # receive calls that failed (by errno at RX_ERRNO_BASE)
     N_COUNTERS_ = 12
-    ERRNO_SLOTS = 256     # errno values above 255 are counted in slot 255
     TX_ERRNO_BASE_ = N_COUNTERS_
     RX_ERRNO_BASE_ = N_COUNTERS_ + ERRNO_SLOTS
     STATS_SIZE_ = N_COUNTERS_ + 2 * ERRNO_SLOTS
@@ -87,12 +87,6 @@ cdef enum:
 cdef inline bint _caller_error(int e) noexcept nogil:
     """errnos that mean the caller passed something that is not an open socket / TUN fd."""
     return e == EBADF or e == ENOTSOCK or e == EFAULT or e == EINVAL
-
-
-cdef inline void _count_errno(uint64_t *stats, int base, int e) noexcept nogil:
-    if e < 0 or e >= ERRNO_SLOTS:
-        e = ERRNO_SLOTS - 1
-    stats[base + e] += 1
 
 
 cdef inline Py_ssize_t _slot_bytes(Py_ssize_t n) noexcept nogil:
@@ -573,16 +567,10 @@ def tun_read(int fd, batch, uint64_t[::1] stats, int max_len=2048, int max_packe
         now = _now_ns()
         while s.count < limit and s.used + need <= s.bufsize:
             # max_len + 1 bytes fit in the slot (TAILROOM): a longer packet shows as > max_len
-            r = read(fd, s.buf + s.used + HEADROOM, max_len + 1)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                err = errno
-                if err != EAGAIN:
-                    st[S_RX_ERRORS] += 1
-                    _count_errno(st, RX_ERRNO_BASE_, err)
-                break
-            if r == 0:
+            r = _read_counted(fd, s.buf + s.used + HEADROOM, max_len + 1, st, S_RX_ERRORS,
+                              RX_ERRNO_BASE_)
+            if r <= 0:
+                err = <int>-r
                 break
             if r > max_len:
                 st[S_RX_TRUNCATED] += 1

@@ -1,8 +1,12 @@
-# A PacketBatch as raw pointers for nogil loops: shared by the Cython I/O modules
-# (engine/_netio.pyx, engine/_tun_offload.pyx).
-from libc.stdint cimport uint8_t, int32_t, int64_t
+# A PacketBatch as raw pointers for nogil loops, and the receive-error counting, shared by
+# the Cython I/O modules (engine/_netio.pyx, engine/_tun_offload.pyx).
+from libc.stdint cimport uint8_t, int32_t, int64_t, uint64_t
 
-from engine._libc_net cimport timespec, clock_gettime, CLOCK_REALTIME
+from engine._libc_net cimport (timespec, clock_gettime, CLOCK_REALTIME, ssize_t, size_t,
+                               read, errno, EINTR, EAGAIN)
+
+cdef enum:
+    ERRNO_SLOTS = 256     # per-errno counters; errno values above 255 share slot 255
 
 
 cdef struct Slots:
@@ -61,3 +65,29 @@ cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_REALTIME, &ts)
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline void _count_errno(uint64_t *stats, Py_ssize_t base, int e) noexcept nogil:
+    if e < 0 or e >= ERRNO_SLOTS:
+        e = ERRNO_SLOTS - 1
+    stats[base + e] += 1
+
+
+cdef inline ssize_t _read_counted(int fd, void *dst, size_t n, uint64_t *stats,
+                                  Py_ssize_t errors, Py_ssize_t errno_base) noexcept nogil:
+    """read() once, again after EINTR. Returns the bytes read, 0 at EOF, or -errno (-EAGAIN:
+    nothing is waiting); a failure other than EAGAIN is counted at stats[errors] and
+    stats[errno_base + errno]."""
+    cdef ssize_t r
+    cdef int e
+    while True:
+        r = read(fd, dst, n)
+        if r >= 0:
+            return r
+        e = errno
+        if e == EINTR:
+            continue
+        if e != EAGAIN:
+            stats[errors] += 1
+            _count_errno(stats, errno_base, e)
+        return -e

@@ -39,7 +39,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memcmp, memset, memmove
 
 from engine._libc_net cimport *
-from engine._slots cimport Slots, _slots, _now_ns
+from engine._slots cimport Slots, _slots, _now_ns, ERRNO_SLOTS, _count_errno, _read_counted
 
 from engine import _netio
 from engine.batch import HEADROOM as _HEADROOM, SLOT_ALIGN as _SLOT_ALIGN, \
@@ -80,7 +80,6 @@ cdef enum:
     S_TX_MALFORMED = 9
     S_TX_ERRORS = 10
     S_RX_ERRORS = 11
-    ERRNO_SLOTS = 256
 
 for _i, _name in ((S_RX_PACKETS, "rx_packets"), (S_RX_BYTES, "rx_bytes"),
                   (S_TX_PACKETS, "tx_packets"), (S_TX_BYTES, "tx_bytes"),
@@ -216,12 +215,6 @@ cdef inline void _ipv4_csum(uint8_t *ip, Py_ssize_t ihl) noexcept nogil:
 cdef inline Py_ssize_t _slot_bytes(Py_ssize_t n) noexcept nogil:
     # the same arithmetic as PacketBatch.slot_bytes
     return ((HEADROOM + n + TAILROOM + SLOT_ALIGN - 1) // SLOT_ALIGN) * SLOT_ALIGN
-
-
-cdef inline void _count_errno(uint64_t *stats, Py_ssize_t base, int e) noexcept nogil:
-    if e < 0 or e >= ERRNO_SLOTS:
-        e = ERRNO_SLOTS - 1
-    stats[base + e] += 1
 
 
 cdef inline bint _caller_error(int e) noexcept nogil:
@@ -482,16 +475,9 @@ def tun_read_offload(int fd, batch, uint64_t[::1] stats, TsoState state not None
         elif state.next_seg == -2:
             _drain_raw(state, &s, st, limit, now)
         while state.next_seg == -1 and s.count < limit:
-            r = read(fd, state.scratch, SCRATCH)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                err = errno
-                if err != EAGAIN:
-                    st[S_RX_ERRORS] += 1
-                    _count_errno(st, RX_ERRNO_BASE, err)
-                break
-            if r == 0:
+            r = _read_counted(fd, state.scratch, SCRATCH, st, S_RX_ERRORS, RX_ERRNO_BASE)
+            if r <= 0:
+                err = <int>-r
                 break
             if r > VNET_HDR + MAX_IP:
                 st[S_RX_TRUNCATED] += 1
