@@ -47,6 +47,29 @@ def _quiet_tun(ns: nh.Netns, tun: Tun) -> None:
     nh.sh(*ns.exec("sysctl", "-qw", f"net.ipv6.conf.{tun.name}.disable_ipv6=1"))
 
 
+def _tunnel_end(ns: nh.Netns, name: str, host_cidr: str, far_net: str, outer: str):
+    """In ns: a TUN with its address and a route to the far side's network, and the
+    ESP-in-UDP socket on the outer address."""
+    with ns.enter():
+        tun = Tun.open(name, mtu=1400)
+        _quiet_tun(ns, tun)
+        tun.configure([host_cidr], [far_net])
+        return tun, EspUdpSocket(outer)
+
+
+def _recv_datagrams(sock, want: int) -> list[bytes]:
+    """Up to `want` datagrams from a nonblocking socket, waiting at most WAIT seconds."""
+    got = []
+    deadline = time.monotonic() + WAIT
+    while len(got) < want and time.monotonic() < deadline:
+        select.select([sock], [], [], 0.2)
+        try:
+            got.append(sock.recv(65535))
+        except BlockingIOError:
+            pass
+    return got
+
+
 def _fill(read, fd: int, batch: PacketBatch, want: int) -> None:
     """Call read(batch) whenever fd is readable until batch holds `want` packets."""
     deadline = time.monotonic() + WAIT
@@ -170,15 +193,7 @@ def test_tun_write_batch_reaches_kernel_socket(pair):
         b.drop[b.count - 1] = Drop.NO_POLICY
         b.add(b"\x00" * 40)          # not IP: the kernel says EINVAL
         assert tun.write(b) == len(payloads)
-        got = []
-        deadline = time.monotonic() + WAIT
-        while len(got) < len(payloads) and time.monotonic() < deadline:
-            select.select([r], [], [], 0.2)
-            try:
-                got.append(r.recv(2048))
-            except BlockingIOError:
-                pass
-        assert got == payloads
+        assert _recv_datagrams(r, len(payloads)) == payloads
         c = tun.counters()
         assert c["tx_packets"] == len(payloads)
         assert c["tx_errors"] == 1 and c["tx_errno"] == {"EINVAL": 1}
@@ -244,18 +259,12 @@ def test_esp_in_udp_tun_to_tun(pair, outer):
     eng_a, eng_b = Engine(), Engine()
     eng_a.install(cfg, "out")
     eng_b.install(cfg, "in")
+    tun_a, udp_a = _tunnel_end(pair.a, f"nea{outer}", f"{host_a}/24", nb, la)
+    tun_b, udp_b = _tunnel_end(pair.b, f"neb{outer}", f"{host_b}/24", na, lb)
     with pair.a.enter():
-        tun_a = Tun.open(f"nea{outer}", mtu=1400)
-        _quiet_tun(pair.a, tun_a)
-        tun_a.configure([f"{host_a}/24"], [nb])
-        udp_a = EspUdpSocket(la)
         src = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         src.bind((host_a, 0))
     with pair.b.enter():
-        tun_b = Tun.open(f"neb{outer}", mtu=1400)
-        _quiet_tun(pair.b, tun_b)
-        tun_b.configure([f"{host_b}/24"], [na])
-        udp_b = EspUdpSocket(lb)
         dst = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         dst.bind((host_b, 6000))
         dst.setblocking(False)
@@ -280,15 +289,7 @@ def test_esp_in_udp_tun_to_tun(pair, outer):
         assert [Drop(int(d)) for d in bb.drop[:bb.count]] == [Drop.NONE] * bb.count
         assert bb.packets() == inner
         assert tun_b.write(bb) == len(payloads)
-        got = []
-        deadline = time.monotonic() + WAIT
-        while len(got) < len(payloads) and time.monotonic() < deadline:
-            select.select([dst], [], [], 0.2)
-            try:
-                got.append(dst.recv(4096))
-            except BlockingIOError:
-                pass
-        assert got == payloads
+        assert _recv_datagrams(dst, len(payloads)) == payloads
         assert udp_a.counters()["tx_packets"] == len(payloads)
         assert udp_b.counters()["rx_packets"] == len(payloads)
         assert eng_b.sa_stats(0)["packets"] == len(payloads)
