@@ -26,7 +26,7 @@ from numba import types
 from numba.core.extending import intrinsic
 
 from .drops import Drop
-from .kernels_esp import ipv4_fragment, is_encap_port, lookup_inbound
+from .kernels_esp import find_inbound, ipv4_fragment, is_encap_port
 from .kernels_ip import (JIT, P_AH, P_ESP, P_UDP, ipv4_checksum_ok, parse_ip, ports_of, rd16,
                          rd32)
 from .sad import ADDR_SEL_DST, ADDR_SEL_SRC
@@ -64,7 +64,7 @@ def classify_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_po
             if l4 + AH_FIXED > end:
                 drop[i] = D_MALFORMED
                 continue
-            s = lookup_inbound(rec, addr, in_hash, rd32(buf, l4 + 4), buf, dst_off, ver, P_AH)
+            s = find_inbound(rec, addr, in_hash, rd32(buf, l4 + 4), buf, dst_off, ver, P_AH)
             if s < 0 or rec[s].outbound:
                 drop[i] = D_NO_SA
                 continue
@@ -91,7 +91,7 @@ def classify_decrypt(buf, off, length, drop, sa, n, rec, addr, in_hash, encap_po
         if esp + 8 > end:
             drop[i] = D_MALFORMED
             continue
-        s = lookup_inbound(rec, addr, in_hash, rd32(buf, esp), buf, dst_off, ver, P_ESP)
+        s = find_inbound(rec, addr, in_hash, rd32(buf, esp), buf, dst_off, ver, P_ESP)
         if s < 0 or rec[s].encap != encap or rec[s].outbound:
             drop[i] = D_NO_SA
             continue

@@ -115,18 +115,28 @@ class Worker:
             setattr(sad, name, shared)
         self.view = PacketBatch(cap, data_bytes=1)   # metadata of this worker's packets
         self.view.buf = self.batches[0].buf
+        a = self.seg.arrays
+        #: per ring batch, the rows the engine writes its results into (run, not in_place)
+        self.res_rows = [(a["res_off"][k], a["res_length"][k], a["res_drop"][k],
+                          a["res_sa"][k]) for k in range(nring)]
+        self.own_rows = (self.view.off, self.view.length, self.view.drop, self.view.sa)
         self.eng.encrypt(self.view)              # load every kernel now, not in batch 1
         self.eng.decrypt(self.view)
 
     # -- data --------------------------------------------------------------------------
     def run(self, encrypt: bool, k: int, start: int, m: int, in_place: bool = False) -> None:
         """Packets idx[k, start:start+m] of ring batch k: their bytes in place, their
-        metadata into res_*[k, start:start+m] (the dispatcher merges them: packets of
-        different SPUs share the metadata's cache lines), or, in_place (the dispatcher's
-        own SPU), into the batch directly."""
+        metadata into res_*[k, start:start+m] (the engine works on those rows directly; the
+        dispatcher merges them: packets of different SPUs share the metadata's cache
+        lines), or, in_place (the dispatcher's own SPU), into the batch directly."""
         b = self.batches[k]
         v = self.view
         idx = self.idx[k, start:start + m]
+        if in_place:
+            v.off, v.length, v.drop, v.sa = self.own_rows
+        else:
+            off, length, drop, sa = self.res_rows[k]
+            v.off, v.length, v.drop, v.sa = off[start:], length[start:], drop[start:], sa[start:]
         gather(idx, m, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
                v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa)
         v.buf = b.buf
@@ -137,12 +147,6 @@ class Worker:
             self.eng.decrypt(v)
         if in_place:
             scatter(idx, m, v.off, v.length, v.drop, v.sa, b.off, b.length, b.drop, b.sa)
-            return
-        a = self.seg.arrays
-        a["res_off"][k, start:start + m] = v.off[:m]
-        a["res_length"][k, start:start + m] = v.length[:m]
-        a["res_drop"][k, start:start + m] = v.drop[:m]
-        a["res_sa"][k, start:start + m] = v.sa[:m]
 
     # -- control -----------------------------------------------------------------------
     def _check_shared(self) -> None:
@@ -203,7 +207,7 @@ class Worker:
         done = int(ctl[COMPLETED])
         while True:
             if observe(ctl, POSTED) > done:
-                enc, k, start, m = (int(x) for x in req[done % QUEUE])
+                enc, k, start, m = req[done % QUEUE].tolist()
                 t = time.perf_counter_ns()
                 self.run(bool(enc), k, start, m)
                 ctl[BUSY_NS] += time.perf_counter_ns() - t
