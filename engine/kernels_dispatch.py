@@ -106,11 +106,26 @@ POL_A_COLS = 8      # src net hi/lo, src mask hi/lo, dst net hi/lo, dst mask hi/
 _U32 = np.uint64(32)
 _M64 = (1 << 64) - 1
 
+# The flow cache in front of the first-match walk: the walk costs about half a nanosecond
+# per policy it passes, the cache a hash and one compare. Its key is everything the walk
+# reads (family, addresses, protocol, ports), so a hit gives exactly what the walk would,
+# "no policy" included; it lives as long as the compiled policy it caches (a new one at
+# every install and remove). Two ways per set, the newer first: two flows that share a
+# set do not evict each other. Flows a sender makes collide only cost the walk again,
+# never a wrong answer.
+FLOW_SETS = 4096
+FLOW_KEY = 5          # src hi/lo, dst hi/lo, family << 40 | proto << 32 | sport << 16 | dport
+FLOW_EMPTY = -2       # a slot's value before it holds an answer (-1: "no policy")
+#: fewer policies than this: no cache (per packet here, walk / cache: 4 policies 10 / 12 ns,
+#: 8: 13 / 12, 64: 47 / 13, 256: 175 / 17)
+FLOW_MIN_POLICIES = 8
 
-def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray]:
+
+def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The outbound selectors of an SADatabase (rec, addr, spd) as masks over 128-bit
     addresses (IPv4 in the top 32 bits, as engine/sad.py stores it), so the first-match
-    walk costs a few integer compares per SA. Same rule as kernels_esp.selector_match
+    walk costs a few integer compares per SA, and an empty flow cache for them
+    (pol_i, pol_a, flow_keys, flow_slots). Same rule as kernels_esp.selector_match
     (a test checks it); built on the control path, at every install and remove."""
     pol_i = np.zeros((len(spd), POL_I_COLS), np.int64)
     pol_a = np.zeros((len(spd), POL_A_COLS), np.uint64)
@@ -124,7 +139,9 @@ def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray]:
             mask = ((1 << plen) - 1) << (128 - plen)
             net = value & mask
             pol_a[k, col:col + 4] = (net >> 64, net & _M64, mask >> 64, mask & _M64)
-    return pol_i, pol_a
+    sets = FLOW_SETS if len(spd) >= FLOW_MIN_POLICIES else 0
+    return (pol_i, pol_a, np.zeros((2 * sets, FLOW_KEY), np.uint64),
+            np.full(2 * sets, FLOW_EMPTY, np.int32))
 
 
 @nb.njit(inline="always", **JIT)
@@ -157,8 +174,54 @@ def policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
     return True
 
 
+@nb.njit(inline="always", **JIT)
+def first_match(pol_i, pol_a, ver, s0, s1, d0, d1, proto, sport, dport):
+    """The slot of the first policy that matches, or -1."""
+    for k in range(pol_i.shape[0]):
+        if policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
+            return pol_i[k, POL_SLOT]
+    return -1
+
+
+_MIX1 = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_SHIFT = np.uint64(29)
+
+
+@nb.njit(inline="always", **JIT)
+def cached_match(pol_i, pol_a, flow_keys, flow_slots, ver, s0, s1, d0, d1, proto, sport,
+                 dport):
+    """first_match through the flow cache (compile_policy) when it has one."""
+    sets = flow_slots.shape[0] >> 1
+    if sets == 0:
+        return first_match(pol_i, pol_a, ver, s0, s1, d0, d1, proto, sport, dport)
+    meta = (np.uint64(ver) << np.uint64(40)) | (np.uint64(proto) << _U32) | \
+        (np.uint64(sport) << np.uint64(16)) | np.uint64(dport)
+    h = (s0 ^ (s1 * _MIX2)) * _MIX1
+    h = (h ^ (h >> _SHIFT) ^ d0) * _MIX2
+    h = (h ^ (h >> _SHIFT) ^ d1 ^ (meta * _MIX1)) * _MIX1
+    e = np.int64((h >> _U32) & np.uint64(sets - 1)) * 2
+    for w in range(2):
+        if flow_slots[e + w] != FLOW_EMPTY and flow_keys[e + w, 0] == s0 and \
+                flow_keys[e + w, 1] == s1 and flow_keys[e + w, 2] == d0 and \
+                flow_keys[e + w, 3] == d1 and flow_keys[e + w, 4] == meta:
+            return np.int64(flow_slots[e + w])
+    s = first_match(pol_i, pol_a, ver, s0, s1, d0, d1, proto, sport, dport)
+    for j in range(FLOW_KEY):                   # the newer answer first, the older second
+        flow_keys[e + 1, j] = flow_keys[e, j]
+    flow_slots[e + 1] = flow_slots[e]
+    flow_keys[e, 0] = s0
+    flow_keys[e, 1] = s1
+    flow_keys[e, 2] = d0
+    flow_keys[e, 3] = d1
+    flow_keys[e, 4] = meta
+    flow_slots[e] = s
+    return np.int64(s)
+
+
 @nb.njit(**JIT)
-def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logical, owner, dest):
+def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, flow_keys, flow_slots,
+                     sa_logical, owner, dest):
     """dest[i] = physical SPU of the outbound SA packet i goes to (written to sa[i]), or -1."""
     for i in range(n):
         dest[i] = -1
@@ -186,10 +249,8 @@ def classify_encrypt(buf, off, length, drop, sa, n, rec, pol_i, pol_a, sa_logica
                 s1 = rd64(buf, o + 16)
                 d0 = rd64(buf, o + 24)
                 d1 = rd64(buf, o + 32)
-            for k in range(pol_i.shape[0]):
-                if policy_match(pol_i, pol_a, k, ver, s0, s1, d0, d1, proto, sport, dport):
-                    s = pol_i[k, POL_SLOT]
-                    break
+            s = cached_match(pol_i, pol_a, flow_keys, flow_slots, ver, s0, s1, d0, d1, proto,
+                             sport, dport)
         if s < 0 or s >= rec.shape[0] or not rec[s].active or not rec[s].outbound:
             drop[i] = D_NO_POLICY
             continue

@@ -7,6 +7,7 @@ decrypt output and counters, and encrypt output that decrypts to the same packet
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import multiprocessing
@@ -773,9 +774,10 @@ def test_close_leaves_nothing_behind():
 
 
 def test_compiled_policy_picks_the_engines_first_match():
-    """kernels_dispatch.classify_encrypt (compiled selectors) against the engine's own
+    """kernels_dispatch.classify_encrypt (compiled selectors, through its flow cache: cold,
+    warm, and one so small that flows evict each other) against the engine's own
     first-match walk (kernels_esp.selector_match) on random selectors and packets."""
-    from engine.kernels_dispatch import classify_encrypt, compile_policy
+    from engine.kernels_dispatch import FLOW_EMPTY, classify_encrypt, compile_policy
     from engine.sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
     rnd = random.Random(5)
 
@@ -797,6 +799,12 @@ def test_compiled_policy_picks_the_engines_first_match():
                             dst=ipaddress.ip_address(f"198.51.100.{k + 1}"), proto=PROTO_ESP,
                             spi=0x3000 + k, mode=MODE_TUNNEL, aead="rfc4106(gcm(aes))",
                             aead_key=bytes(20), icv_bits=128, sel=sel))
+    # host selectors, first in policy order: their twins differ in the addresses' last bit
+    # (IPv6: in the low word)
+    for k, (a, b) in enumerate((("fd00::1", "fd00::2"), ("10.9.9.1", "10.9.9.2"))):
+        sas.insert(k, dataclasses.replace(
+            sas[0], spi=0x3100 + k, dst=ipaddress.ip_address(f"198.51.100.{100 + k}"),
+            sel=Selector(ipaddress.ip_network(a), ipaddress.ip_network(b), 17, 4500, 4500)))
     pkts = []
     for j in range(3000):
         cfg = rnd.choice(sas[:-1])
@@ -815,25 +823,57 @@ def test_compiled_policy_picks_the_engines_first_match():
         else:
             pkts.append(struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64,
                                     src.packed, dst.packed) + l4)
+    # twins: a packet that matches an SA, then, right after it each time, copies that
+    # differ from it in one field the flow cache keys on
+    def udp_like(src, dst, proto, sport, dport) -> bytes:
+        l4 = struct.pack("!HHHH", sport, dport, 8, 0) + bytes(20)
+        if src.version == 4:
+            return ip4(src, dst, proto, l4)
+        return struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, 64, src.packed,
+                           dst.packed) + l4
+
+    def out(net):           # its network address with the bit just inside the prefix flipped
+        a = net.network_address
+        return a if net.prefixlen == 0 else \
+            ipaddress.ip_address(int(a) ^ (1 << (a.max_prefixlen - net.prefixlen)))
+
+    for cfg in sas[:-1]:
+        src, dst = cfg.sel.src.network_address, cfg.sel.dst.network_address
+        proto, sp, dp = cfg.sel.proto or 17, cfg.sel.sport or 7, cfg.sel.dport or 9
+        if proto not in (6, 17):
+            continue
+        for twin in ((src, dst, proto, sp + 1, dp), (src, dst, proto, sp, dp + 1),
+                     (src, dst, 6 + 17 - proto, sp, dp), (out(cfg.sel.src), dst, proto, sp, dp),
+                     (src, out(cfg.sel.dst), proto, sp, dp)):
+            pkts += [udp_like(src, dst, proto, sp, dp), udp_like(*twin)]
+    pkts += pkts[:500] + pkts[-200:]                # flows seen again: flow cache hits
     for catch_all in (False, True):                 # the last SA has no selector
         eng = Engine()
         for cfg in sas if catch_all else sas[:-1]:
             eng.install(cfg, "out")
         ref = PacketBatch.from_packets(pkts)
-        got = PacketBatch.from_packets(pkts)
         eng.encrypt(ref)
         s = eng.sad
-        dest = np.zeros(got.count, np.int32)
-        classify_encrypt(got.buf, got.off, got.length, got.drop, got.sa, got.count, s.rec,
-                         *compile_policy(s.rec, s.addr, s.spd), np.zeros(s.max_sas, np.int32),
-                         np.zeros(N_LOGICAL, np.int32), dest)
-        n = got.count
+        n = ref.count
         matched = ref.drop[:n] != Drop.NO_POLICY
         assert matched.all() if catch_all else 500 < matched.sum() < n
-        assert (got.drop[:n] == np.where(matched, 0, Drop.NO_POLICY)).all()
-        assert (got.sa[:n][matched] == ref.sa[:n][matched]).all()
         if catch_all:                               # handles are install order here
             assert (ref.sa[:n] == len(sas) - 1).sum() > 100
+        pol_i, pol_a, keys, slots = compile_policy(s.rec, s.addr, s.spd)
+        assert len(slots) > 0                       # 23+ policies: the flow cache is on
+        # a fresh cache, the same one warm, and one of a single set: every flow evicts the
+        # one before last, and a twin meets its original there (a key compare left out
+        # would answer it from the original)
+        tiny = (np.zeros((2, keys.shape[1]), np.uint64), np.full(2, FLOW_EMPTY, np.int32))
+        for cache in ((keys, slots), (keys, slots), tiny):
+            got = PacketBatch.from_packets(pkts)
+            dest = np.zeros(got.count, np.int32)
+            classify_encrypt(got.buf, got.off, got.length, got.drop, got.sa, got.count,
+                             s.rec, pol_i, pol_a, *cache, np.zeros(s.max_sas, np.int32),
+                             np.zeros(N_LOGICAL, np.int32), dest)
+            assert (got.drop[:n] == np.where(matched, 0, Drop.NO_POLICY)).all()
+            assert (got.sa[:n][matched] == ref.sa[:n][matched]).all()
+        assert (slots != FLOW_EMPTY).sum() > 1000 and (tiny[1] != FLOW_EMPTY).all()
 
 
 def test_cli_rejects_a_bad_worker_count(world):
