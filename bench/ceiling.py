@@ -43,7 +43,7 @@ class Passes:
         b, s, e = self.batch, self.engine.sad, self.engine
         if self.direction == "encrypt":
             prepare_encrypt(b.buf, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
-                            b.count, s.rec, s.addr, s.spd, self.ops, s.ctr, e.gdrop)
+                            b.count, s.rec, s.addr, *s.policy, self.ops, s.ctr, e.gdrop)
         else:
             prepare_decrypt(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, s.addr,
                             s.in_hash, s.encap_ports, s.top, s.bitmap, self.ops, self.aux,

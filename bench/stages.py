@@ -6,10 +6,11 @@ difference of medians between runs that stop at a stage boundary, on the same ba
 restored before every round (bench/runner.py CaseData):
 
     prefix kernels (here)    the start of prepare_encrypt / prepare_decrypt, built from the
-                             same inlined helpers (parse_ip, find_inbound, selector_match,
+                             same inlined helpers (parse_ip, find_inbound, lookup_outbound,
                              infer_seq, check, accept_in_order): they stop after the SA
                              lookup, or after the replay pre-check (decrypt) / the sequence
-                             number (encrypt), and write nothing the engine reads
+                             number (encrypt), and write nothing the engine reads but the
+                             SPD's flow cache (exact: warm, as it is when streaming)
     passes (bench/ceiling)   prepare, crypto and finish called one by one
     empty calls              each of those with a batch count of 0: what one Python ->
                              Numba/Cython call costs, argument unboxing included
@@ -47,10 +48,10 @@ import numba as nb
 import numpy as np
 
 from engine.batch import PacketBatch
-from engine.kernels_esp import (U32_MAX, U64_MAX, accept_in_order, find_inbound,
-                                is_encap_port, selector_match)
+from engine.kernels_esp import U32_MAX, U64_MAX, accept_in_order, find_inbound, is_encap_port
 from engine.kernels_ip import (JIT, P_AH, P_ESP, P_UDP, csum_fold, ipv4_sum, parse_ip,
                                ports_of, rd16, rd32)
+from engine.kernels_spd import lookup_outbound
 from engine.ops import OP_SA, OP_SEQ
 from engine.replay import check, infer_seq
 
@@ -130,7 +131,7 @@ def dec_replay_advance(drop, n, rec, top, bitmap, ops):
 
 
 @nb.njit(inline="always", **JIT)
-def _enc_lookup(buf, off, length, drop, sa, i, rec, addr, spd):
+def _enc_lookup(buf, off, length, drop, sa, i, rec, pol_i, pol_a, flow_keys, flow_slots):
     """prepare_encrypt for packet i up to its policy (SPD) lookup: the SA slot or -1."""
     if drop[i]:
         return np.int64(-1)
@@ -141,28 +142,28 @@ def _enc_lookup(buf, off, length, drop, sa, i, rec, addr, spd):
     sport, dport = ports_of(buf, l4, o + tot, proto)
     s = np.int64(sa[i])
     if s < 0:
-        for k in range(spd.shape[0]):
-            c = spd[k]
-            if selector_match(rec, addr, c, buf, o, ver, proto, sport, dport):
-                s = np.int64(c)
-                break
+        s = lookup_outbound(pol_i, pol_a, flow_keys, flow_slots, buf, o, ver, proto, sport,
+                            dport)
     if s < 0 or s >= rec.shape[0] or not rec[s].active or not rec[s].outbound:
         return np.int64(-1)
     return s
 
 
 @nb.njit(**JIT)
-def enc_upto_lookup(buf, off, length, drop, sa, n, rec, addr, spd, out):
+def enc_upto_lookup(buf, off, length, drop, sa, n, rec, pol_i, pol_a, flow_keys, flow_slots,
+                    out):
     for i in range(n):
-        out[i] = _enc_lookup(buf, off, length, drop, sa, i, rec, addr, spd)
+        out[i] = _enc_lookup(buf, off, length, drop, sa, i, rec, pol_i, pol_a, flow_keys,
+                             flow_slots)
 
 
 @nb.njit(**JIT)
-def enc_upto_seq(buf, off, length, drop, sa, n, rec, addr, spd, out):
+def enc_upto_seq(buf, off, length, drop, sa, n, rec, pol_i, pol_a, flow_keys, flow_slots, out):
     """Stops after taking the sequence number (advances rec.seq_out: the caller puts it
     back)."""
     for i in range(n):
-        s = _enc_lookup(buf, off, length, drop, sa, i, rec, addr, spd)
+        s = _enc_lookup(buf, off, length, drop, sa, i, rec, pol_i, pol_a, flow_keys,
+                        flow_slots)
         if s >= 0:
             r = rec[s]
             limit = U64_MAX if r.esn else U32_MAX
@@ -209,8 +210,8 @@ class StageProfile:
     def _upto_lookup(self) -> None:
         b, s = self.b, self.e.sad
         if self.enc:
-            enc_upto_lookup(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, s.addr,
-                            s.spd, self.out)
+            enc_upto_lookup(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec,
+                            *s.policy, self.out)
         else:
             dec_upto_lookup(b.buf, b.off, b.length, b.drop, b.count, s.rec, s.addr,
                             s.in_hash, s.encap_ports, self.out)
@@ -218,7 +219,7 @@ class StageProfile:
     def _upto_replay(self) -> None:
         b, s = self.b, self.e.sad
         if self.enc:
-            enc_upto_seq(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, s.addr, s.spd,
+            enc_upto_seq(b.buf, b.off, b.length, b.drop, b.sa, b.count, s.rec, *s.policy,
                          self.out)
         else:
             dec_upto_replay(b.buf, b.off, b.length, b.drop, b.count, s.rec, s.addr,

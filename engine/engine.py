@@ -99,7 +99,7 @@ class Engine:
         s = self.sad
         ah = s.ah_out > 0                 # else no row is AH: the AH passes would do nothing
         prepare_encrypt(batch.buf, batch.off, batch.length, batch.slot_start, batch.slot_end,
-                        batch.drop, batch.sa, n, s.rec, s.addr, s.spd, ops, s.ctr, self.gdrop)
+                        batch.drop, batch.sa, n, s.rec, s.addr, *s.policy, ops, s.ctr, self.gdrop)
         if ah:
             prepare_encrypt_ah(batch.buf, batch.off, batch.length, batch.slot_start,
                                batch.slot_end, batch.drop, batch.sa, n, s.rec, s.addr, ops,

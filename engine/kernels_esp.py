@@ -20,6 +20,7 @@ from .kernels_ip import (JIT, P_AH, P_ESP, P_IPV4, P_IPV6, P_NONE, P_UDP, csum_a
                          parse_ip, ports_of, rd8, rd16, rd32, set_ecn, wr8, wr16, wr32)
 from .ops import (OP_AUTH_LEN, OP_AUTH_OFF, OP_DATA_LEN, OP_DATA_OFF, OP_ICV_OFF, OP_IV_OFF,
                   OP_SA, OP_SEQ)
+from .kernels_spd import lookup_outbound
 from .replay import advance, check, infer_seq, inferred_elsewhere
 from .sad import (ADDR_DST, ADDR_SEL_DST, ADDR_SEL_SRC, ADDR_SRC, CTR_BYTES, CTR_DROP0,
                   CTR_PACKETS)
@@ -177,7 +178,7 @@ def write_outer_ipv6(buf, o, payload_len, proto, tclass, addr, s):
 
 @nb.njit(**JIT)
 def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
-                    rec, addr, spd, ops, ctr, gdrop):
+                    rec, addr, pol_i, pol_a, flow_keys, flow_slots, ops, ctr, gdrop):
     """Classify, number and frame every packet; leave IV/ciphertext/ICV to the crypto pass."""
     for i in range(n):
         ops[i, OP_SA] = -1    # >= 0 only once the packet is framed (finish relies on it)
@@ -201,11 +202,8 @@ def prepare_encrypt(buf, off, length, slot_start, slot_end, drop, sa, n,
         sport, dport = ports_of(buf, l4, o + L, proto) if l4 >= 0 else (0, 0)
         s = sa[i]
         if s < 0:
-            for k in range(spd.shape[0]):
-                c = spd[k]
-                if selector_match(rec, addr, c, buf, o, ver, proto, sport, dport):
-                    s = c
-                    break
+            s = lookup_outbound(pol_i, pol_a, flow_keys, flow_slots, buf, o, ver, proto, sport,
+                                dport)
         if s < 0 or s >= rec.shape[0] or not rec[s].active or not rec[s].outbound:
             drop[i] = D_NO_POLICY
             count_drop(ctr, gdrop, -1, D_NO_POLICY)

@@ -8,7 +8,8 @@ Hot state lives in numpy arrays that the Numba kernels read and write directly:
 - `top` + `bitmap`: the anti-replay state (engine/replay.py layout).
 - `ctr`  : uint64 [slots, CTR_COLS] per-SA counters (packets, bytes, and one per Drop).
 - `in_hash`: open-addressing table (SPI, dst, proto) -> inbound slot.
-- `spd`  : ordered outbound slots, matched first-to-last by selector.
+- `spd`  : ordered outbound slots, matched first-to-last by selector, and `policy`, the
+           same compiled for the kernels with its flow cache (engine/kernels_spd.py).
 - `ah_in`, `ah_out`: how many inbound / outbound AH SAs there are (0: no AH passes), and
   `esp_openssl`, `esp_mb` how many ESP SAs each backend runs (0: no pass of that backend).
 The native crypto state (keyed contexts, HMAC states) lives beside them in a CryptoTable
@@ -25,6 +26,8 @@ from . import backends, replay
 from ._crypto import CryptoTable
 from .algorithms import AUTHS, CIPHERS, Auth
 from .drops import N_DROPS
+from .kernels_spd import (FLOW_EMPTY, FLOW_KEY, FLOW_MIN_POLICIES, FLOW_SETS, POL_A_COLS,
+                          POL_I_COLS)
 from .sa import PROTO_AH, PROTO_ESP, SAConfig
 
 SA_DTYPE = np.dtype([
@@ -80,6 +83,7 @@ class SADatabase:
         self._bm_free: list[tuple[int, int]] = [(0, self.bitmap.size)]
         self.in_hash = np.full(2 * 1024, -1, np.int32)
         self.spd = np.zeros(0, np.int32)
+        self.policy = compile_policy(self.rec, self.addr, self.spd)
         self.encap_ports = np.zeros(0, np.int32)
         self.ah_in = 0                     # installed inbound / outbound AH SAs
         self.ah_out = 0
@@ -250,6 +254,7 @@ class SADatabase:
         self.in_hash = h
         # install order is policy order: first match wins (an SA file's line order)
         self.spd = np.array([s for s in self.configs if self.rec[s]["outbound"]], np.int32)
+        self.policy = compile_policy(self.rec, self.addr, self.spd)
         # Without AH SAs the engine skips the AH passes (kernels_ah, _crypto.ah_icv), and
         # a backend's ESP pass when it runs no ESP SA
         self.ah_in = sum(1 for s in inbound if self.rec[s]["proto"] == PROTO_AH)
@@ -269,3 +274,27 @@ def spi_hash(spi: int, size: int) -> int:
 def ip_of(addr: np.ndarray, family: int):
     raw = bytes(addr[:4] if family == 4 else addr[:16])
     return ipaddress.ip_address(raw)
+
+
+_M64 = (1 << 64) - 1
+
+
+def compile_policy(rec, addr, spd) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The outbound selectors (rec, addr, spd) compiled for kernels_spd.lookup_outbound:
+    (pol_i, pol_a, flow_keys, flow_slots), the last two an empty flow cache. The same rule
+    as kernels_esp.selector_match (a test holds it to that); built on the control path."""
+    pol_i = np.zeros((len(spd), POL_I_COLS), np.int64)
+    pol_a = np.zeros((len(spd), POL_A_COLS), np.uint64)
+    for k, s in enumerate(spd):
+        r = rec[s]
+        pol_i[k] = (s, r["has_sel"], r["sel_family"], r["sel_proto"], r["sel_sport"],
+                    r["sel_dport"])
+        for col, base, plen in ((0, ADDR_SEL_SRC, int(r["sel_src_len"])),
+                                (4, ADDR_SEL_DST, int(r["sel_dst_len"]))):
+            value = int.from_bytes(bytes(addr[s, base:base + 16]), "big")
+            mask = ((1 << plen) - 1) << (128 - plen)
+            net = value & mask
+            pol_a[k, col:col + 4] = (net >> 64, net & _M64, mask >> 64, mask & _M64)
+    sets = FLOW_SETS if len(spd) >= FLOW_MIN_POLICIES else 0
+    return (pol_i, pol_a, np.zeros((2 * sets, FLOW_KEY), np.uint64),
+            np.full(2 * sets, FLOW_EMPTY, np.int32))

@@ -72,7 +72,6 @@ from .kernels_dispatch import (
     account,
     classify_decrypt,
     classify_encrypt,
-    compile_policy,
     observe,
     publish,
     scatter,
@@ -248,7 +247,6 @@ class SpuCluster:
         self._ctx = _context(context)
         # the dispatcher's SA lookup tables (and the validation every install goes through)
         self._lookup = Engine(max_sas=max_sas, backend="openssl")
-        self._policy = self._compile()
         self._sa_logical = np.zeros(max_sas, np.int32)
         self._sas: dict[int, _SA] = {}
         self._spus: dict[int, _Spu] = {}
@@ -525,13 +523,11 @@ class SpuCluster:
         dport; default anchor_of(cfg)). Returns its handle (the same on every SPU)."""
         self._settle()
         g = self._lookup.install(cfg, direction)     # validates; raises like Engine does
-        self._policy = self._compile()
         anchor = anchor if anchor is not None else anchor_of(cfg)
         try:
             lg = logical_of(anchor, self.anchors.n_logical)
         except ValueError:
             self._lookup.remove(g)
-            self._policy = self._compile()
             raise
         self._sa_logical[g] = lg
         sa = _SA(cfg, direction, anchor, lg, self.anchors.of(lg),
@@ -546,7 +542,6 @@ class SpuCluster:
         self._settle()
         sa = self._sas.pop(handle)
         self._lookup.remove(handle)
-        self._policy = self._compile()
         spu = self._spus[sa.spu]
         if spu.alive and sa.acked:
             try:
@@ -554,10 +549,6 @@ class SpuCluster:
             except _Died:
                 pass
         self._settle()
-
-    def _compile(self):
-        sad = self._lookup.sad
-        return compile_policy(sad.rec, sad.addr, sad.spd)
 
     def add_worker(self) -> int:
         """Start one more SPU; it takes a minimal set of logical SPUs (and their SAs, with
@@ -698,7 +689,7 @@ class SpuCluster:
         dest = self._dest[k]
         lk = self._lookup.sad
         if enc:
-            classify_encrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, *self._policy,
+            classify_encrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, *lk.policy,
                              self._sa_logical, self.anchors.owner, dest)
         else:
             classify_decrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, lk.addr,

@@ -29,6 +29,8 @@ from engine.anchor import N_LOGICAL, AnchorMap, allocate_spi, anchor_of, logical
 from engine.batch import PacketBatch
 from engine.drops import Drop
 from engine.engine import Engine
+from engine.kernels_esp import selector_match
+from engine.kernels_ip import parse_ip, ports_of
 from engine.kernels_dispatch import LOST
 from engine.pcap import read_pcap, write_pcap
 from engine.replay import advance, check, words_for_window
@@ -773,12 +775,33 @@ def test_close_leaves_nothing_behind():
     assert not set(names) & set(ring.leaked())
 
 
-def test_compiled_policy_picks_the_engines_first_match():
-    """kernels_dispatch.classify_encrypt (compiled selectors, through its flow cache: cold,
-    warm, and one so small that flows evict each other) against the engine's own
-    first-match walk (kernels_esp.selector_match) on random selectors and packets."""
-    from engine.kernels_dispatch import FLOW_EMPTY, classify_encrypt, compile_policy
+def _walk_selectors():
+    """A kernel: the first outbound SA whose selector (kernels_esp.selector_match) takes
+    packet i. Compiled here, after engine/ pointed Numba's cache at its keyed directory."""
+    import numba as nb
+
+    @nb.njit
+    def walk(buf, off, length, n, rec, addr, spd, out):
+        for i in range(n):
+            o = off[i]
+            ok, ver, hl, tot, proto, l4, nh = parse_ip(buf, o, length[i])
+            sport, dport = ports_of(buf, l4, o + tot, proto) if l4 >= 0 else (0, 0)
+            for k in range(spd.shape[0]):
+                if selector_match(rec, addr, spd[k], buf, o, ver, proto, sport, dport):
+                    out[i] = spd[k]
+                    break
+    return walk
+
+
+def test_compiled_policy_picks_the_first_match():
+    """The SPD lookup of the engine (prepare_encrypt) and of the dispatcher (classify_
+    encrypt): compiled selectors behind a flow cache (engine/kernels_spd.py), cold, warm,
+    and one so small that flows evict each other, against a plain first-match walk with
+    kernels_esp.selector_match, on random selectors and packets."""
+    from engine.kernels_dispatch import classify_encrypt
+    from engine.kernels_spd import FLOW_EMPTY
     from engine.sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
+    from engine.sad import compile_policy
     rnd = random.Random(5)
 
     def net(v6: bool):
@@ -851,14 +874,20 @@ def test_compiled_policy_picks_the_engines_first_match():
         eng = Engine()
         for cfg in sas if catch_all else sas[:-1]:
             eng.install(cfg, "out")
-        ref = PacketBatch.from_packets(pkts)
-        eng.encrypt(ref)
         s = eng.sad
-        n = ref.count
-        matched = ref.drop[:n] != Drop.NO_POLICY
+        first = PacketBatch.from_packets(pkts)
+        n = first.count
+        walk = np.full(n, -1, np.int64)
+        _walk_selectors()(first.buf, first.off, first.length, n, s.rec, s.addr, s.spd, walk)
+        matched = walk >= 0
         assert matched.all() if catch_all else 500 < matched.sum() < n
         if catch_all:                               # handles are install order here
-            assert (ref.sa[:n] == len(sas) - 1).sum() > 100
+            assert (walk == len(sas) - 1).sum() > 100
+        for _ in range(2):                          # the engine, its cache cold then warm
+            ref = PacketBatch.from_packets(pkts)
+            eng.encrypt(ref)
+            assert (ref.drop[:n] == np.where(matched, 0, Drop.NO_POLICY)).all()
+            assert (ref.sa[:n][matched] == walk[matched]).all()
         pol_i, pol_a, keys, slots = compile_policy(s.rec, s.addr, s.spd)
         assert len(slots) > 0                       # 23+ policies: the flow cache is on
         # a fresh cache, the same one warm, and one of a single set: every flow evicts the
@@ -872,7 +901,7 @@ def test_compiled_policy_picks_the_engines_first_match():
                              s.rec, pol_i, pol_a, *cache, np.zeros(s.max_sas, np.int32),
                              np.zeros(N_LOGICAL, np.int32), dest)
             assert (got.drop[:n] == np.where(matched, 0, Drop.NO_POLICY)).all()
-            assert (got.sa[:n][matched] == ref.sa[:n][matched]).all()
+            assert (got.sa[:n][matched] == walk[matched]).all()
         assert (slots != FLOW_EMPTY).sum() > 1000 and (tiny[1] != FLOW_EMPTY).all()
 
 
