@@ -82,10 +82,12 @@ from .spu_balance import HOLD, choose_move
 from .sad import CTR_BYTES, CTR_COLS, CTR_DROP0, CTR_PACKETS
 
 MAX_SPUS = 64              # physical SPU ids ever started by one cluster (tuning bound)
-#: Ring batches: one being filled while the SPUs work on the other. More in flight only
-#: spread the packets over more memory: with 4, both SPUs' engines ran 10-20% slower
-#: here (engine.spu_bench --ring), the cache lines crossing between cores.
-DEFAULT_RING = 2
+#: Ring batches: one being filled while the SPUs work on the others. With 2 the
+#: dispatcher cannot work ahead of a worker by more than one batch, and both sides wait in
+#: turn: 2-SPU 1400-byte AES-GCM decrypt ran 172-178 ns per packet with 2 and 162-165 with
+#: 3 or 4, encrypt the same with all three (engine.spu_bench --ring). (With an earlier
+#: layout of this data path, 4 made both engines 10-20% slower than 2; with this one not.)
+DEFAULT_RING = 3
 DEFAULT_TIMEOUT = 60.0     # seconds a worker may take to answer one message
 START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compiles)
 #: The hosted SPU's share of logical SPUs relative to a worker's (a tuning value). Here,

@@ -18,7 +18,10 @@ SPU's share (hosted, the default), hands the rest to the workers and waits for i
 workers run the engine. They compete for the same cores. The in-process engine does the
 same copies and the engine work alone. Configurations alternate in blocks (BLOCKS per
 configuration and direction) so that ratios see the same machine, and each block starts
-with an untimed round; medians of the timed rounds are reported. Blocks, not single
+with an untimed round; medians of the timed rounds are reported. A round is 256 batches
+(262,144 packets) by default: every round starts with an empty pipeline (the worker waits
+for the first batch, the dispatcher for the last), about one batch's time, which was 1.5%
+of a 64-batch round and is 0.4% of this one. Blocks, not single
 rounds, because what is measured is streaming throughput: alternating round by round, a
 multi-process configuration restarted from idle every 13 ms, and on this VM a core that
 went idle comes back slowly: 2-SPU rounds ran 200-230 ns per 1400-byte packet where,
@@ -143,7 +146,7 @@ class _Source:
 
 def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     directions: Sequence[str] = ("encrypt", "decrypt"), n_tunnels: int = 8,
-                    batch: int = 1024, batches: int = 64, ring: int = DEFAULT_RING,
+                    batch: int = 1024, batches: int = 256, ring: int = DEFAULT_RING,
                     duration: float = 4.0, template: Optional[SAConfig] = None,
                     inprocess: bool = True, backend: str = "auto", progress=None,
                     host_spu: bool = True, host_weight: float = HOST_WEIGHT,
@@ -267,7 +270,7 @@ def _independent_main(barrier, results, sas, packets, enc, batches, data_bytes, 
 
 
 def measure_independent(n: int, direction: str = "encrypt", size: int = 1400,
-                        n_tunnels: int = 8, batch: int = 1024, batches: int = 64,
+                        n_tunnels: int = 8, batch: int = 1024, batches: int = 256,
                         duration: float = 3.0, template: Optional[SAConfig] = None,
                         backend: str = "auto") -> dict:
     """The machine's own ceiling for n engines: n processes, each an in-process engine
@@ -334,7 +337,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--size", type=int, default=1400, help="IP packet bytes (default 1400)")
     p.add_argument("--tunnels", type=int, default=8)
     p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--batches", type=int, default=64, help="batches per round")
+    p.add_argument("--batches", type=int, default=256,
+                   help="batches per round (default 256: see the module doc)")
     p.add_argument("--ring", type=int, default=DEFAULT_RING,
                    help=f"ring batches in flight (default {DEFAULT_RING})")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per direction")
