@@ -168,7 +168,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
 
     Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "host_spu",
     "results": [{"direction", "config" ("inprocess" | "workers"), "workers", "host_spu",
-    "mpps", "gbps" (IP payload bits), "ns_per_packet", "rounds"}], "speedup":
+    "mpps", "gbps" (IP payload bits), "ns_per_packet", "rounds", "block_ns_per_packet" (each
+    block's median, in the order run)}], "speedup":
     {direction: {N: mpps(N workers) / mpps(1 worker)}}}. `duration` is the wall-clock
     budget per direction, shared by the configurations; each configuration's value is
     its median round.
@@ -213,6 +214,7 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     cl.install(cfg, "out" if enc else "in")
                 configs.append(("workers", w, cl))
             times: list[list[float]] = [[] for _ in configs]
+            blocks: list[list[float]] = [[] for _ in configs]    # each block's median
             # configurations alternate in blocks of rounds; each block starts with an
             # untimed warm-up round (see the module doc: steady state, not wake-up)
             end = time.monotonic() + duration
@@ -221,19 +223,22 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                 for c, (kind, w, obj) in enumerate(configs):
                     _round(kind, obj, sources[direction].start(), enc, own)
                     stop = time.monotonic() + block
+                    first = len(times[c])
                     while True:
                         times[c].append(_round(kind, obj, sources[direction].start(), enc,
                                                own))
                         if time.monotonic() >= stop:
                             break
-            for (kind, w, _), ts in zip(configs, times):
+                    blocks[c].append(float(np.median(times[c][first:])))
+            pkts = batches * batch
+            for (kind, w, _), ts, bl in zip(configs, times, blocks):
                 med = float(np.median(ts))
-                pkts = batches * batch
                 results.append({"direction": direction, "config": kind, "workers": w,
                                 "host_spu": kind == "workers" and host_spu,
                                 "mpps": pkts / med / 1e6,
                                 "gbps": pkts * size * 8 / med / 1e9,
-                                "ns_per_packet": med / pkts * 1e9, "rounds": len(ts)})
+                                "ns_per_packet": med / pkts * 1e9, "rounds": len(ts),
+                                "block_ns_per_packet": [b / pkts * 1e9 for b in bl]})
                 if progress:
                     progress(results[-1])
     finally:
@@ -355,6 +360,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--host-weight", type=host_weight_arg, default=HOST_WEIGHT,
                    help="the dispatcher's SPU's share of logical SPUs relative to a "
                         f"worker's (default {HOST_WEIGHT:.2f})")
+    p.add_argument("--show-blocks", action="store_true",
+                   help="also print each block's median: the machine's phases show there")
     p.add_argument("--ceiling", action="store_true",
                    help="also run N independent in-process engines at once (no dispatch, "
                         "nothing shared): the machine's own ceiling for N workers")
@@ -366,6 +373,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"  {row['direction']:8} {what:18} {row['mpps']:7.3f} Mpps {row['gbps']:7.2f} "
               f"Gbit/s {row['ns_per_packet']:7.1f} ns/pkt  ({row['rounds']} rounds)",
               flush=True)
+        if a.show_blocks:
+            print("    blocks, in order (median ns/pkt): "
+                  + " ".join(f"{x:.0f}" for x in row["block_ns_per_packet"]), flush=True)
 
     res = measure_scaling([int(x) for x in a.workers.split(",")], a.size,
                           a.directions.split(","), a.tunnels, a.batch, a.batches, a.ring,

@@ -428,3 +428,24 @@ def test_perf_run_gives_a_report_or_one_line(tmp_path):
         assert report and all("%" in ln for ln in report)
         jit = [ln for ln in report if "[JIT]" in ln]  # JIT code in the top entries is named
         assert all("numba:" in ln for ln in jit), jit
+
+
+def test_spu_scaling_bench_shows_its_blocks(tmp_path):
+    """`python -m engine.spu_bench --show-blocks`: every configuration's median and the
+    median of each block it ran, in the JSON and on stdout."""
+    out = tmp_path / "scaling.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.spu_bench", "--batch", "64", "--batches", "4",
+         "--duration", "0.6", "--directions", "encrypt", "--show-blocks", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    rows = {(r["config"], r["workers"]): r for r in res["results"]}
+    assert set(rows) == {("inprocess", 1), ("workers", 1), ("workers", 2)}
+    for r in rows.values():
+        blocks = r["block_ns_per_packet"]
+        assert len(blocks) >= 1 and all(_positive(b) for b in blocks)
+        assert min(blocks) <= r["ns_per_packet"] * (1 + 1e-9) and \
+            r["ns_per_packet"] <= max(blocks) * (1 + 1e-9)
+    assert p.stdout.count("blocks, in order") == 3
+    assert _positive(res["speedup"]["encrypt"]["2"])         # (JSON keys are strings)
