@@ -50,6 +50,7 @@ from .spu import DEFAULT_RING, HOST_WEIGHT, SpuCluster, host_weight_arg
 
 LOCAL = "192.0.2.1"
 BLOCKS = 4      # blocks of rounds per configuration and direction (measure_scaling)
+MAX_TUNNELS = 254 * 256   # tunnel k's inner destinations: 10.2.0.0/24 ... 10.255.255.0/24
 
 
 def _gcm128() -> SAConfig:
@@ -64,7 +65,9 @@ def tunnels(count: int, spread: Union[int, np.ndarray],
     whose anchors fall on the SPUs in proportion to their shares of the logical SPUs, as
     many tunnels hashed at random would on average. `spread`: an owner table
     (AnchorMap.owner, logical SPU -> SPU), or a number of equal SPUs (a fresh AnchorMap:
-    logical SPU l is on SPU l % spread). Tunnel k protects 10.1.0.0/16 -> 10.2.k.0/24."""
+    logical SPU l is on SPU l % spread). Tunnel k protects 10.1.0.0/16 -> _inner(k).0/24."""
+    if not 1 <= count <= MAX_TUNNELS:
+        raise ValueError(f"tunnels must be 1..{MAX_TUNNELS}")
     template = template or _gcm128()
     owner = AnchorMap(range(spread)).owner if isinstance(spread, int) else np.asarray(spread)
     quota = _quotas(count, np.bincount(owner))
@@ -77,12 +80,17 @@ def tunnels(count: int, spread: Union[int, np.ndarray],
         cfg = dataclasses.replace(
             template, src=ipaddress.ip_address(LOCAL), dst=peer, spi=0x1000 + len(out),
             sel=Selector(ipaddress.ip_network("10.1.0.0/16"),
-                         ipaddress.ip_network(f"10.2.{len(out)}.0/24")))
+                         ipaddress.ip_network(f"{_inner(len(out))}.0/24")))
         w = int(owner[logical_of(anchor_of(cfg), len(owner))])
         if per[w] < quota[w]:
             per[w] += 1
             out.append(cfg)
     return out
+
+
+def _inner(k: int) -> str:
+    """The first three bytes of tunnel k's inner destination /24: 10.2.0 to 10.255.255."""
+    return f"10.{2 + k // 256}.{k % 256}"
 
 
 def _quotas(count: int, slots: np.ndarray) -> list[int]:
@@ -104,7 +112,7 @@ def udp_packets(size: int, count: int, n_tunnels: int) -> list[bytes]:
         k = i % n_tunnels
         hdr = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, size, i & 0xFFFF, 0x4000, 64, 17,
                                     0, bytes([10, 1, i >> 8 & 0xFF, i & 0xFF]),
-                                    bytes([10, 2, k, 1])))
+                                    ipaddress.ip_address(f"{_inner(k)}.1").packed))
         acc = sum(struct.unpack("!10H", hdr))
         while acc >> 16:
             acc = (acc & 0xFFFF) + (acc >> 16)
@@ -340,7 +348,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "\n\n")[0])
     p.add_argument("--workers", default="1,2", help="worker counts (default 1,2)")
     p.add_argument("--size", type=int, default=1400, help="IP packet bytes (default 1400)")
-    p.add_argument("--tunnels", type=int, default=8)
+    p.add_argument("--tunnels", type=int, default=8, help=f"1..{MAX_TUNNELS} (default 8)")
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--batches", type=int, default=256,
                    help="batches per round (default 256: see the module doc)")
@@ -366,6 +374,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="also run N independent in-process engines at once (no dispatch, "
                         "nothing shared): the machine's own ceiling for N workers")
     a = p.parse_args(argv)
+    if not 1 <= a.tunnels <= MAX_TUNNELS:
+        p.error(f"--tunnels must be 1..{MAX_TUNNELS}")
 
     def show(row):
         what = "in-process engine" if row["config"] == "inprocess" else \

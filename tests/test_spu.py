@@ -976,3 +976,20 @@ def test_balancing_moves_load_off_an_overloaded_hosted_spu_keeping_exact_state()
     assert [p for p, d in zip(out, out_drops) if not d] == \
         [p for p, d in zip(ref, ref_drops) if not d]
     assert {k: stats[k] for k in CONTRACT_KEYS} == ref_stats and stats["lost"] == 0
+
+
+def test_benchmark_tunnels_past_256():
+    """engine.spu_bench's tunnels and packets for more than 256 tunnels: distinct inner
+    networks, every packet matching its own tunnel; out of range is a ValueError."""
+    from engine.spu_bench import MAX_TUNNELS, udp_packets
+    sas = tunnels(300, 2)
+    assert len({c.sel.dst for c in sas}) == 300
+    eng = Engine(max_sas=512)
+    handles = [eng.install(c, "out") for c in sas]
+    b = PacketBatch.from_packets(udp_packets(200, 600, 300))
+    eng.encrypt(b)
+    assert not b.drop[:600].any()
+    assert b.sa[:600].tolist() == [handles[i % 300] for i in range(600)]
+    for bad in (0, MAX_TUNNELS + 1):
+        with pytest.raises(ValueError, match="tunnels must be"):
+            tunnels(bad, 2)
