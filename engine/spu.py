@@ -728,6 +728,10 @@ class SpuCluster:
                 st = int(self._starts[sid])
                 idx = self._order[st:st + m]
                 start = int(self._fill[sid, k])
+                if spu.hosted is not None and m == n:     # it owns the whole batch
+                    self._fill[sid, k] = m
+                    spu.hosted.run_batch(enc, k, n)
+                    continue
                 if spu.hosted is not None:
                     spu.idx[k, start:start + m] = idx
                     self._fill[sid, k] = start + m

@@ -148,6 +148,16 @@ class Worker:
         if in_place:
             scatter(idx, m, v.off, v.length, v.drop, v.sa, b.off, b.length, b.drop, b.sa)
 
+    def run_batch(self, encrypt: bool, k: int, n: int) -> None:
+        """All n packets of ring batch k, the dispatcher's own SPU owning every one: the
+        engine on the batch itself (no gather, no scatter: 7 ns per packet)."""
+        b = self.batches[k]
+        b.count = n
+        if encrypt:
+            self.eng.encrypt(b)
+        else:
+            self.eng.decrypt(b)
+
     # -- control -----------------------------------------------------------------------
     def _check_shared(self) -> None:
         sad = self.eng.sad

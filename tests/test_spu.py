@@ -470,6 +470,30 @@ def test_process_api_matches_engine_and_remove_takes_effect(world):
         assert not b.drop[1:7].any()
 
 
+def test_one_hosted_spu_runs_whole_batches_like_the_engine(world):
+    """One SPU, the dispatcher's own: a batch whose every packet has an SA goes to the
+    engine as it is (no gather or scatter), with the engine's output and drops."""
+    sa_text = world["sa_text"]
+    plain = [p for j, p in enumerate(world["plain"][:900]) if j % 7 != 0]
+    ref, ref_drops, ref_stats = engine_run(sa_text, "encrypt", plain)
+    assert not any(ref_drops)
+    with SpuCluster(1, capacity=1024, host_spu=True) as cl:
+        for cfg in parse_sa_text(sa_text):
+            cl.install(cfg, "out")
+
+        def gathered(*args, **kwargs):
+            raise AssertionError("a whole batch went through gather/scatter")
+        cl._spus[0].hosted.run = gathered
+        b = PacketBatch.from_packets(plain)
+        cl.encrypt(b)
+        assert not b.drop[:b.count].any()
+        enc = b.packets()
+        # (but the AES-CBC SA's packets: random IVs)
+        assert [e for j, e in enumerate(enc) if j % 6 != 0] == \
+            [r for j, r in enumerate(ref) if j % 6 != 0]
+        assert {k: cl.stats()[k] for k in CONTRACT_KEYS} == ref_stats
+
+
 # -- failures and scale-out, through the streaming API -----------------------------------------
 T = 8           # tunnels (engine.spu_bench: their anchors spread evenly over 2 workers)
 PKT = 100
