@@ -151,6 +151,109 @@ def split(dest, n, counts, starts, order):
 
 
 @nb.njit(**JIT)
+def _slot_bytes(ln, headroom, tailroom, align):
+    return ((headroom + ln + tailroom + align - 1) // align) * align
+
+
+@nb.njit(**JIT)
+def check_arrivals(n, arrive_from, arrival_size, length, budget, headroom, tailroom, align,
+                   drop):
+    """Whether ring batch packets 0..n-1 wait in the arrival area (arrive_from[0] >= 0:
+    then every one must; with arrive_from[0] < 0 none may). A packet that breaks that
+    rule, whose bytes lie outside the arrival area, or whose slot would take the batch
+    past `budget` bytes is dropped MALFORMED and marked as arrived (-1, length 0):
+    nothing is copied for it. Checked here, before any kernel reads the area with bounds
+    checks off."""
+    waiting = n > 0 and arrive_from[0] >= 0
+    used = 0
+    for i in range(n):
+        a = arrive_from[i]
+        ln = length[i]
+        if waiting:
+            bad = a < 0 or ln < 0 or a + ln > arrival_size
+            if not bad:
+                need = _slot_bytes(ln, headroom, tailroom, align)
+                bad = used + need > budget
+                if not bad:
+                    used += need
+        else:
+            bad = a >= 0
+        if bad:
+            arrive_from[i] = -1
+            length[i] = 0
+            drop[i] = D_MALFORMED
+    return waiting
+
+
+@nb.njit(**JIT)
+def _place(i, used, length, off, slot_start, slot_end, headroom, tailroom, align):
+    need = _slot_bytes(length[i], headroom, tailroom, align)
+    slot_start[i] = used
+    off[i] = used + headroom
+    slot_end[i] = used + need
+    return used + need
+
+
+@nb.njit(**JIT)
+def lay_out_by_owner(n, dest, counts, starts, order, length, off, slot_start, slot_end,
+                     headroom, tailroom, align, region):
+    """Slots for a batch whose packets wait in the arrival area, each SPU's packets
+    side by side in a region of their own (starting on a `region` boundary), the
+    dispatcher's drops last. Returns the bytes used. Interleaved, two cores writing
+    neighbouring slots pull each other's cache lines (the hardware prefetchers read
+    ahead across slot edges); 2-SPU encrypt ran 175-185 ns per 1400-byte packet that
+    way and 145-150 grouped. check_arrivals keeps the total within the budget, and the
+    buffer has room for the regions' alignment on top (SpuCluster)."""
+    used = 0
+    for w in range(counts.shape[0]):
+        if counts[w] == 0:
+            continue
+        used = ((used + region - 1) // region) * region
+        for j in range(starts[w], starts[w] + counts[w]):
+            used = _place(order[j], used, length, off, slot_start, slot_end, headroom,
+                          tailroom, align)
+    for i in range(n):
+        if dest[i] < 0:
+            used = _place(i, used, length, off, slot_start, slot_end, headroom, tailroom,
+                          align)
+    return used
+
+
+@nb.njit(**JIT)
+def _arrive_one(i, arrive_from, arrival, buf, off, length):
+    a = arrive_from[i]
+    if a >= 0:
+        # unsigned indices, so the copy vectorises (kernels_batch.place_packets)
+        d, f = np.uint64(off[i]), np.uint64(a)
+        for j in range(np.uint64(length[i])):
+            buf[d + j] = arrival[f + j]
+
+
+@nb.njit(**JIT)
+def arrive(idx, m, arrive_from, arrival, buf, off, length):
+    """Copy packets idx[0:m] from the arrival area into their slots (run by their owner
+    SPU, so their bytes are written on the core that works on them)."""
+    for j in range(m):
+        _arrive_one(idx[j], arrive_from, arrival, buf, off, length)
+
+
+@nb.njit(**JIT)
+def arrive_all(n, arrive_from, arrival, buf, off, length):
+    """arrive() for packets 0..n-1."""
+    for i in range(n):
+        _arrive_one(i, arrive_from, arrival, buf, off, length)
+
+
+@nb.njit(**JIT)
+def arrive_dropped(n, dest, arrive_from, arrival, buf, off, length):
+    """Copy in the packets no SPU gets (dropped by the dispatcher), so the finished batch
+    holds every packet's bytes."""
+    for i in range(n):
+        if dest[i] < 0:
+            _arrive_one(i, arrive_from, arrival, buf, off, length)
+
+
+@nb.njit(**JIT)
 def gather(idx, m, off, length, slot_start, slot_end, drop, sa,
            v_off, v_length, v_slot_start, v_slot_end, v_drop, v_sa):
     """A worker's view of its m packets of a shared batch (metadata only, bytes stay)."""

@@ -1,6 +1,6 @@
 """Shared-memory segments for the SPU dispatcher and its workers: numpy views, no pickling.
 
-Two kinds of segment (engine/spu.py creates both, workers attach by name):
+Three kinds of segment (engine/spu.py creates them, workers attach by name):
 
 - the batch ring: `ring` PacketBatches whose arrays (buffer, offsets, lengths, drop
   reasons, SA handles, timestamps, L2 headers) all live in one segment. Packets are read
@@ -8,6 +8,10 @@ Two kinds of segment (engine/spu.py creates both, workers attach by name):
   packet indices of the batch are its own, the workers run the engine on the shared
   buffer in place (packet slots are disjoint and 64-byte aligned), and the batch is
   written out in input order when every worker has reported.
+- the arrival area (optional): bytes where packets wait, as a NIC or recvmmsg left them,
+  until the SPU that owns each one copies it into its ring batch slot
+  (batch.arrive_from[i] says where): packet bytes are then written and worked on by one
+  core only (SpuCluster's arrival_bytes says why that matters).
 - one segment per worker: its request ring (`idx[ring, capacity]`, packet indices per
   ring batch), its results (`res_*`, in request order: offsets, lengths, drop reasons,
   SA slots) and its engine's hot SA state (`rec`, `top`, `ctr`: engine/sad.py layouts).
@@ -39,6 +43,7 @@ from .sad import CTR_COLS, SA_DTYPE
 PREFIX = "pyspu_"
 ALIGN = 64
 CTL_WORDS = 48            # a worker's run-queue words: 6, a cache line apart
+PAGE = 4096
 QUEUE = 64                # run requests a worker can have posted and not completed
 
 
@@ -51,16 +56,16 @@ class Field:
 
 
 class Layout:
-    """Named arrays packed into one buffer, each 64-byte aligned."""
+    """Named arrays packed into one buffer, each 64-byte aligned (or more)."""
 
     def __init__(self):
         self.fields: list[Field] = []
         self.size = 0
 
-    def add(self, name: str, shape, dtype) -> None:
+    def add(self, name: str, shape, dtype, align: int = ALIGN) -> None:
         dtype = np.dtype(dtype)
         shape = tuple(int(x) for x in np.atleast_1d(shape))
-        off = -(-self.size // ALIGN) * ALIGN
+        off = -(-self.size // align) * align
         self.fields.append(Field(name, shape, dtype, off))
         self.size = off + int(np.prod(shape)) * dtype.itemsize
 
@@ -121,12 +126,17 @@ def ring_layout(ring: int, capacity: int, data_bytes: int) -> Layout:
     for k in range(ring):
         for name, arr in sorted(vars(t).items()):
             if isinstance(arr, np.ndarray):
-                lay.add(f"{k}.{name}", arr.shape, arr.dtype)
+                # packet bytes page-aligned: SPU regions of a batch (engine/spu.py REGION)
+                # then start on pages of their own
+                lay.add(f"{k}.{name}", arr.shape, arr.dtype, PAGE if name == "buf" else ALIGN)
+        lay.add(f"{k}.arrive_from", (capacity,), np.int64)
     return lay
 
 
 def ring_batches(seg: Segment, ring: int, capacity: int, data_bytes: int) -> list[PacketBatch]:
-    """The ring's PacketBatches, their arrays views of the segment."""
+    """The ring's PacketBatches, their arrays views of the segment. Each also has
+    `arrive_from` (int64[capacity]): where packet i's bytes wait in the arrival area, or
+    -1 when they are in the batch already (SpuCluster documents the arrival area)."""
     t = _template(capacity, data_bytes)
     out = []
     for k in range(ring):
@@ -135,9 +145,18 @@ def ring_batches(seg: Segment, ring: int, capacity: int, data_bytes: int) -> lis
         for name, arr in vars(t).items():
             if isinstance(arr, np.ndarray):
                 setattr(b, name, seg.arrays[f"{k}.{name}"])
+        b.arrive_from = seg.arrays[f"{k}.arrive_from"]
+        b.arrive_from[:] = -1
         b.clear()
         out.append(b)
     return out
+
+
+def arrival_layout(nbytes: int) -> Layout:
+    """The arrival area: bytes where packets wait until their owner SPU copies them in."""
+    lay = Layout()
+    lay.add("bytes", (nbytes,), np.uint8)
+    return lay
 
 
 # -- per-worker segment ---------------------------------------------------------------------

@@ -64,12 +64,16 @@ import numpy as np
 from . import ring as shm
 from . import spu_worker
 from .anchor import N_LOGICAL, Anchor, AnchorMap, anchor_of, logical_of
-from .batch import PacketBatch
+from .batch import HEADROOM, SLOT_ALIGN, TAILROOM, PacketBatch
 from .drops import N_DROPS, drop_dict
 from .engine import Engine
 from .kernels_dispatch import (
     LOST,
     account,
+    arrive_all,
+    arrive_dropped,
+    check_arrivals,
+    lay_out_by_owner,
     classify_decrypt,
     classify_encrypt,
     observe,
@@ -96,6 +100,14 @@ START_TIMEOUT = 300.0      # seconds to start a worker (a cold Numba cache compi
 #: packet, so with 2 SPUs the dispatcher's engine should take about a quarter of the
 #: packets: weight 1/3 (engine.spu_bench measures it; README "SPU workers").
 HOST_WEIGHT = 1 / 3
+#: ... and when each SPU copies its own packets in from the arrival area, the dispatcher
+#: is left with less than a fifth of a packet's cost: with 8 tunnels, 2-SPU encrypt ran
+#: 148-152 ns per 1400-byte packet at weight 0.6 (3 tunnels of 8 on the dispatcher),
+#: 175-180 at 1 (4 of 8) and 175-200 at 1/3 (2 of 8).
+HOST_WEIGHT_ARRIVAL = 0.6
+#: Who copies a packet from the arrival area into its batch slot (SpuCluster arrival_copy)
+ARRIVAL_COPIES = ("owner", "dispatcher")
+REGION = shm.PAGE          # alignment of each SPU's region of an arrival batch
 
 
 def host_weight_arg(text: str) -> float:
@@ -210,8 +222,9 @@ class SpuCluster:
                  max_sas: int = 1024, n_logical: int = N_LOGICAL,
                  context: Optional[str] = None, timeout: float = DEFAULT_TIMEOUT,
                  start_timeout: float = START_TIMEOUT, backend: str = "auto",
-                 host_spu: bool = False, host_weight: float = HOST_WEIGHT,
-                 balance: Optional[float] = None):
+                 host_spu: bool = False, host_weight: Optional[float] = None,
+                 balance: Optional[float] = None, arrival_bytes: int = 0,
+                 arrival_copy: str = "owner"):
         """`workers` SPUs; ring batches of `capacity` packets / `data_bytes` bytes, `ring`
         of them in flight; `backend` is each SPU engine's crypto backend (Engine).
         `context`: a multiprocessing start method (default forkserver).
@@ -221,17 +234,40 @@ class SpuCluster:
         workers - 1 processes (SPUs 1..): N SPUs on N cores, with no core spent on a
         dispatcher that mostly waits. SPU 0 cannot fail apart from the dispatcher; the
         others fail over as usual, to it among others. It takes `host_weight` times a
-        worker's share of the logical SPUs, since it also dispatches every packet.
+        worker's share of the logical SPUs, since it also dispatches every packet
+        (default HOST_WEIGHT, or HOST_WEIGHT_ARRIVAL with an arrival area the SPUs copy
+        from).
 
         balance: every `balance` seconds of streaming, move one logical SPU (and its SAs,
         with their exact state) from the busiest SPU to the least busy one if that narrows
-        the gap (engine/spu_balance.py); None: shares stay as the weights set them."""
+        the gap (engine/spu_balance.py); None: shares stay as the weights set them.
+
+        arrival_bytes > 0: an arrival area of that many bytes in shared memory
+        (`self.arrival`, uint8), where packets can wait as a NIC's DMA or a recvmmsg left
+        them. A fill may then set a ring batch's metadata (off, length, slot_start,
+        slot_end: its slots, as PacketBatch.add would lay them out) and batch.arrive_from[i]
+        = the packet's offset in the area, for every packet of the batch, instead of
+        copying the bytes in: the dispatcher classifies from the area, and the SPU that owns
+        a packet copies it into its slot just before its engine runs. The bytes must stay
+        put until the batch is yielded. Why: a packet copied in by the dispatcher and
+        encrypted by a worker crosses between the two cores twice (dirty both times), and
+        on this VM the two vCPUs are now and then placed on different CPU dies: 2-SPU
+        rounds then ran 400-570 ns per 1400-byte packet instead of 155-165. Copied in by
+        its owner, a packet's bytes never leave that core's cache."""
         if not 1 <= workers <= MAX_SPUS:
             raise ValueError(f"workers must be 1..{MAX_SPUS}")
         if ring < 1 or capacity < 1:
             raise ValueError("ring and capacity must be positive")
+        if arrival_bytes < 0:
+            raise ValueError("arrival_bytes must be >= 0")
+        if arrival_copy not in ARRIVAL_COPIES:
+            raise ValueError(f"arrival_copy must be one of {ARRIVAL_COPIES}")
         self.capacity = capacity
         self.data_bytes = data_bytes if data_bytes is not None else capacity * 2048
+        # with an arrival area, each SPU's packets get a region of their own: room for
+        # the regions' alignment on top of what the caller asked for
+        self._ring_data = self.data_bytes + (MAX_SPUS * REGION if arrival_bytes else 0)
+        self.arrival_copy = arrival_copy
         self.ring = ring
         self.max_sas = max_sas
         self.timeout = timeout
@@ -277,17 +313,26 @@ class SpuCluster:
         self._window: Optional[tuple] = None
         self._held: dict[int, int] = {}      # logical SPU -> windows it must stay put
         try:
-            self._ring_seg = shm.Segment.create(shm.ring_layout(ring, capacity, self.data_bytes))
+            self._ring_seg = shm.Segment.create(shm.ring_layout(ring, capacity, self._ring_data))
             self._res.segments.append(self._ring_seg)
             self.batches: list[PacketBatch] = shm.ring_batches(self._ring_seg, ring, capacity,
-                                                               self.data_bytes)
+                                                               self._ring_data)
             for b in self.batches:
                 b.sa[:] = -1
+            self.arrival: Optional[np.ndarray] = None
+            self._arrival_seg: Optional[shm.Segment] = None
+            if arrival_bytes:
+                self._arrival_seg = shm.Segment.create(shm.arrival_layout(arrival_bytes))
+                self._res.segments.append(self._arrival_seg)
+                self.arrival = self._arrival_seg.arrays["bytes"]
             started = [self._host()] if host_spu else []
             started += [self._spawn() for _ in range(workers - len(started))]
             for s in started:
                 if s.hosted is None:
                     self._await_ready(s)
+            if host_weight is None:
+                host_weight = HOST_WEIGHT_ARRIVAL if arrival_bytes and \
+                    arrival_copy == "owner" else HOST_WEIGHT
             weights = {started[0].id: host_weight} if host_spu else None
             self.anchors = AnchorMap([s.id for s in started], n_logical, weights)
         except BaseException:
@@ -313,9 +358,12 @@ class SpuCluster:
         self._next_id += 1
         seg = shm.Segment.create(shm.worker_layout(self.ring, self.capacity, self.max_sas))
         self._res.segments.append(seg)
-        spec = {"id": sid, "capacity": self.capacity, "data_bytes": self.data_bytes,
+        spec = {"id": sid, "capacity": self.capacity, "data_bytes": self._ring_data,
                 "ring": self.ring, "max_sas": self.max_sas, "ring_name": self._ring_seg.name,
                 "seg_name": seg.name, "backend": self.backend_choice, "spin": self._spin}
+        if self.arrival is not None and self.arrival_copy == "owner":
+            spec["arrival_name"] = self._arrival_seg.name
+            spec["arrival_bytes"] = self.arrival.size
         return sid, seg, spec
 
     def _host(self) -> _Spu:
@@ -690,27 +738,46 @@ class SpuCluster:
         enc = direction == "encrypt"
         dest = self._dest[k]
         lk = self._lookup.sad
+        # packets waiting in the arrival area are classified there, laid out by owner,
+        # and copied in by their owners (arrival_copy "owner") or by this dispatcher
+        src, src_off = b.buf, b.off
+        waiting = self.arrival is not None and check_arrivals(
+            n, b.arrive_from, self.arrival.size, b.length, b.buf.size - MAX_SPUS * REGION,
+            HEADROOM, TAILROOM, SLOT_ALIGN, b.drop)
+        if waiting:
+            src, src_off = self.arrival, b.arrive_from
         if enc:
-            classify_encrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, *lk.policy,
+            classify_encrypt(src, src_off, b.length, b.drop, b.sa, n, lk.rec, *lk.policy,
                              self._sa_logical, self.anchors.owner, dest)
         else:
-            classify_decrypt(b.buf, b.off, b.length, b.drop, b.sa, n, lk.rec, lk.addr,
+            classify_decrypt(src, src_off, b.length, b.drop, b.sa, n, lk.rec, lk.addr,
                              lk.in_hash, lk.encap_ports, self._sa_logical, self.anchors.owner,
                              dest)
+        split(dest, n, self._counts, self._starts, self._order)
+        if waiting:
+            b.used = lay_out_by_owner(n, dest, self._counts, self._starts, self._order,
+                                      b.length, b.off, b.slot_start, b.slot_end, HEADROOM,
+                                      TAILROOM, SLOT_ALIGN, REGION)
+            if self.arrival_copy == "owner":
+                arrive_dropped(n, dest, b.arrive_from, self.arrival, b.buf, b.off, b.length)
+            else:
+                arrive_all(n, b.arrive_from, self.arrival, b.buf, b.off, b.length)
         self._n[k] = n if n else -1
         self._enc[k] = enc
         self._fill[:, k] = 0
-        failed = self._send(k, enc, dest, n)
+        failed = self._send(k, enc, n)
         while failed:        # an owner died before it got them: re-route, lose nothing
             self._settle()
             idx = np.sort(np.concatenate(failed))
             dest2 = np.full(n, -1, np.int32)
             dest2[idx] = self.anchors.owner[self._sa_logical[b.sa[idx]]]
             dest[idx] = dest2[idx]
-            failed = self._send(k, enc, dest2, n)
+            split(dest2, n, self._counts, self._starts, self._order)
+            failed = self._send(k, enc, n)
 
-    def _send(self, k: int, enc: bool, dest: np.ndarray, n: int) -> list[np.ndarray]:
-        """Give every owner its packets of ring batch k; returns those of dead workers.
+    def _send(self, k: int, enc: bool, n: int) -> list[np.ndarray]:
+        """Give every owner its packets of ring batch k (as split() grouped them); returns
+        those of dead workers.
 
         The dispatcher's own SPU runs its packets first, and only then are the workers'
         posted: meanwhile a worker is still on the previous batch. Two cores working on
@@ -718,7 +785,6 @@ class SpuCluster:
         write them from 200 to 270 ns per 1400-byte packet here (neighbouring slots'
         cache lines pulled back and forth), while packets of different batches, or
         contiguous ones, cost nothing extra."""
-        split(dest, n, self._counts, self._starts, self._order)
         failed = []
         for hosted_first in (True, False):
             for sid, spu in self._spus.items():
@@ -781,7 +847,7 @@ class SpuCluster:
                 while free and not eof:
                     k = free[0]
                     b = self.batches[k]
-                    b.clear()
+                    self._clear(b)
                     if fill(b) == 0:
                         eof = True
                         break
@@ -799,10 +865,45 @@ class SpuCluster:
             self._streamed += time.perf_counter() - self._stream_t0
             self._stream_t0 = None
 
+    def arrive_many(self, b: PacketBatch, starts: np.ndarray, lengths: np.ndarray) -> int:
+        """For a fill: append packets that wait in the arrival area, at
+        arrival[starts[j]:starts[j] + lengths[j]], to ring batch b, metadata only (the
+        cluster lays out their slots and copies them in). Returns how many were added: a
+        prefix, as many as the batch has packets and bytes for (as PacketBatch.add_many
+        counts them), stopping before a range outside the area."""
+        if self.arrival is None:
+            raise SpuError("this cluster has no arrival area (arrival_bytes)")
+        starts = np.asarray(starts, np.int64)
+        lengths = np.asarray(lengths, np.int64)
+        first = b.count
+        room = min(starts.size, b.capacity - first)
+        starts, lengths = starts[:room], lengths[:room]
+        bad = np.flatnonzero((starts < 0) | (lengths < 0) | (starts + lengths > self.arrival.size))
+        if bad.size:
+            starts, lengths = starts[:bad[0]], lengths[:bad[0]]
+        need = -(-(HEADROOM + lengths + TAILROOM) // SLOT_ALIGN) * SLOT_ALIGN
+        ends = b.used + np.cumsum(need)
+        m = int(np.searchsorted(ends, b.buf.size - MAX_SPUS * REGION, side="right"))
+        last = first + m
+        b.arrive_from[first:last] = starts[:m]
+        b.length[first:last] = lengths[:m]
+        b.drop[first:last] = 0
+        b.sa[first:last] = -1
+        b.l2_len[first:last] = 0
+        b.count = last
+        b.used = int(ends[m - 1]) if m else b.used
+        return m
+
+    def _clear(self, b: PacketBatch) -> None:
+        b.clear()
+        if self.arrival is not None:
+            b.arrive_from[:] = -1      # bytes in the batch, unless the fill says otherwise
+
     def process(self, direction: str, batch: PacketBatch) -> None:
         """Encrypt or decrypt one PacketBatch in place (copied through the ring); lost
         packets come back with drop == LOST."""
         b = self.batches[0]
+        self._clear(b)
         _copy_batch(batch, b)
         try:
             self.submit(0, direction)
@@ -889,7 +990,7 @@ def _copy_batch(src: PacketBatch, dst: PacketBatch) -> None:
         raise ValueError(f"a batch of {n} packets / {used} bytes does not fit "
                          f"({dst.capacity} / {dst.buf.size})")
     for name, a in vars(src).items():
-        if isinstance(a, np.ndarray):
+        if isinstance(a, np.ndarray) and name != "arrive_from":
             d = getattr(dst, name)
             if name == "buf":
                 d[:used] = a[:used]

@@ -43,10 +43,10 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .anchor import AnchorMap, anchor_of, logical_of
-from .batch import PacketBatch
+from .batch import HEADROOM, SLOT_ALIGN, TAILROOM, PacketBatch
 from .engine import Engine
 from .sa import MODE_TUNNEL, PROTO_ESP, SAConfig, Selector
-from .spu import DEFAULT_RING, HOST_WEIGHT, SpuCluster, host_weight_arg
+from .spu import DEFAULT_RING, SpuCluster, host_weight_arg
 
 LOCAL = "192.0.2.1"
 BLOCKS = 4      # blocks of rounds per configuration and direction (measure_scaling)
@@ -123,14 +123,21 @@ def udp_packets(size: int, count: int, n_tunnels: int) -> list[bytes]:
 
 
 class _Source:
-    """One batch worth of input packets, copied into each batch the loop asks for with
-    one memcpy (the packets' arrival: a NIC ring's DMA, a recvmmsg), `count` batches per
-    round."""
+    """One batch worth of input packets, given to each batch the loop asks for, `count`
+    batches per round: copied in with one memcpy (the packets' arrival: a NIC ring's DMA,
+    a recvmmsg), or, with `arrival` (a cluster's arrival area), left there and pointed
+    at (batch.arrive_from), for each packet's owner SPU to copy in."""
 
-    def __init__(self, packets: list[bytes], count: int, data_bytes: int):
+    def __init__(self, packets: list[bytes], count: int, data_bytes: int,
+                 arrival: Optional[np.ndarray] = None):
         self.t = PacketBatch(len(packets), data_bytes=data_bytes)
         for p in packets:
             self.t.add(p)
+        self.arrival = arrival
+        if arrival is not None:
+            if arrival.size < self.t.used:
+                raise ValueError("the arrival area is smaller than one batch")
+            arrival[:self.t.used] = self.t.buf[:self.t.used]
         self.count = count
         self.left = 0
 
@@ -143,7 +150,10 @@ class _Source:
             return 0
         self.left -= 1
         t, n, used = self.t, self.t.count, self.t.used
-        np.copyto(b.buf[:used], t.buf[:used])
+        if self.arrival is None:
+            np.copyto(b.buf[:used], t.buf[:used])
+        else:
+            np.copyto(b.arrive_from[:n], t.off[:n])    # the same layout in both
         for name in ("off", "length", "slot_start", "slot_end"):
             np.copyto(getattr(b, name)[:n], getattr(t, name)[:n])
         b.drop[:n] = 0
@@ -152,13 +162,17 @@ class _Source:
         return n
 
 
+#: How the benchmark's packets get into the batches (measure_scaling `arrival`)
+ARRIVALS = ("owner", "dispatcher", "fill")
+
+
 def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
                     directions: Sequence[str] = ("encrypt", "decrypt"), n_tunnels: int = 8,
                     batch: int = 1024, batches: int = 256, ring: int = DEFAULT_RING,
                     duration: float = 4.0, template: Optional[SAConfig] = None,
                     inprocess: bool = True, backend: str = "auto", progress=None,
-                    host_spu: bool = True, host_weight: float = HOST_WEIGHT,
-                    balance: Optional[float] = None) -> dict:
+                    host_spu: bool = True, host_weight: Optional[float] = None,
+                    balance: Optional[float] = None, arrival: str = "owner") -> dict:
     """Throughput of the SPU data path for each worker count (and the in-process engine).
 
     A round streams `batches` batches of `batch` packets through SpuCluster.stream with a
@@ -172,9 +186,17 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
     N-1 worker processes (1 worker: this process alone, through the same dispatch code);
     False: N worker processes beside a dispatcher that only dispatches. The tunnels'
     anchors follow the largest cluster's shares of the logical SPUs (the hosted SPU's
-    share is smaller: SpuCluster host_weight).
+    share is smaller: SpuCluster host_weight, whose default depends on `arrival`).
 
-    Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "host_spu",
+    arrival "owner" (default): packets arrive in each cluster's arrival area, as a NIC's
+    DMA leaves them, and each packet's owner SPU copies it into the batch, its SPU's
+    packets side by side (SpuCluster arrival_bytes); "dispatcher": the same, but the
+    dispatcher copies every packet in; "fill": the dispatcher copies each batch in before
+    it is classified, in input order (as `spu encrypt` reads a capture), so the SPUs'
+    packets are interleaved. Either way every packet is copied once, as in the
+    in-process engine.
+
+    Returns {"size", "tunnels", "batch", "batches", "ring", "backend", "host_spu", "arrival",
     "results": [{"direction", "config" ("inprocess" | "workers"), "workers", "host_spu",
     "mpps", "gbps" (IP payload bits), "ns_per_packet", "rounds", "block_ns_per_packet" (each
     block's median, in the order run)}], "speedup":
@@ -182,8 +204,12 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
     budget per direction, shared by the configurations; each configuration's value is
     its median round.
     """
+    if arrival not in ARRIVALS:
+        raise ValueError(f"arrival must be one of {ARRIVALS}")
     workers = sorted(set(int(w) for w in workers))
     data_bytes = batch * (size + 128)
+    area = data_bytes + batch * (HEADROOM + TAILROOM + SLOT_ALIGN)   # a batch's buffer
+    area = area if arrival != "fill" else 0
     clusters: dict[int, SpuCluster] = {}
     results = []
     try:
@@ -191,7 +217,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             clusters[w] = SpuCluster(w, capacity=batch, data_bytes=data_bytes, ring=ring,
                                      max_sas=max(16, 2 * n_tunnels), backend=backend,
                                      host_spu=host_spu, host_weight=host_weight,
-                                     balance=balance)
+                                     balance=balance, arrival_bytes=area,
+                                     arrival_copy="owner" if arrival == "fill" else arrival)
         # the tunnels follow the largest cluster's shares of the logical SPUs
         spread = clusters[workers[-1]].anchors.owner if workers else 1
         out_sas = tunnels(n_tunnels, spread, template)
@@ -202,25 +229,26 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             peer.install(cfg, "out")
         pb = PacketBatch.from_packets(plain)
         peer.encrypt(pb)
-        sources = {"encrypt": _Source(plain, batches, data_bytes),
-                   "decrypt": _Source(pb.packets(), batches, data_bytes)}
+        inputs = {"encrypt": plain, "decrypt": pb.packets()}
         label = next(iter(clusters.values())).backend() if clusters else Engine.backend()
         own = PacketBatch(batch, data_bytes=data_bytes)
         for direction in directions:
             enc = direction == "encrypt"
             sas = out_sas if enc else in_sas
-            configs: list[tuple[str, int, object]] = []
+            configs: list[tuple[str, int, object, _Source]] = []
             if inprocess:
                 eng = Engine(max_sas=max(16, 2 * n_tunnels), backend=backend)
                 for cfg in sas:
                     eng.install(cfg, "out" if enc else "in")
-                configs.append(("inprocess", 1, eng))
+                configs.append(("inprocess", 1, eng,
+                                _Source(inputs[direction], batches, data_bytes)))
             for w, cl in clusters.items():
                 for h in list(cl.handles()):
                     cl.remove(h)
                 for cfg in sas:
                     cl.install(cfg, "out" if enc else "in")
-                configs.append(("workers", w, cl))
+                configs.append(("workers", w, cl, _Source(inputs[direction], batches,
+                                                          data_bytes, cl.arrival)))
             times: list[list[float]] = [[] for _ in configs]
             blocks: list[list[float]] = [[] for _ in configs]    # each block's median
             # configurations alternate in blocks of rounds; each block starts with an
@@ -228,18 +256,17 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             end = time.monotonic() + duration
             block = duration / (BLOCKS * max(1, len(configs)))
             while not all(len(ts) >= 2 for ts in times) or time.monotonic() < end:
-                for c, (kind, w, obj) in enumerate(configs):
-                    _round(kind, obj, sources[direction].start(), enc, own)
+                for c, (kind, w, obj, source) in enumerate(configs):
+                    _round(kind, obj, source.start(), enc, own)
                     stop = time.monotonic() + block
                     first = len(times[c])
                     while True:
-                        times[c].append(_round(kind, obj, sources[direction].start(), enc,
-                                               own))
+                        times[c].append(_round(kind, obj, source.start(), enc, own))
                         if time.monotonic() >= stop:
                             break
                     blocks[c].append(float(np.median(times[c][first:])))
             pkts = batches * batch
-            for (kind, w, _), ts, bl in zip(configs, times, blocks):
+            for (kind, w, _, _), ts, bl in zip(configs, times, blocks):
                 med = float(np.median(ts))
                 results.append({"direction": direction, "config": kind, "workers": w,
                                 "host_spu": kind == "workers" and host_spu,
@@ -260,8 +287,8 @@ def measure_scaling(workers: Sequence[int] = (1, 2), size: int = 1400,
             speedup[d] = {x["workers"]: x["mpps"] / base[0] for x in results
                           if x["direction"] == d and x["config"] == "workers"}
     return {"size": size, "tunnels": n_tunnels, "batch": batch, "batches": batches,
-            "ring": ring, "backend": label, "host_spu": host_spu, "results": results,
-            "speedup": speedup}
+            "ring": ring, "backend": label, "host_spu": host_spu, "arrival": arrival,
+            "results": results, "speedup": speedup}
 
 
 def _independent_main(barrier, results, sas, packets, enc, batches, data_bytes, duration,
@@ -365,9 +392,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--balance", type=float, default=None, metavar="SEC",
                    help="move logical SPUs between SPUs by measured load every SEC "
                         "seconds of streaming (SpuCluster balance; default off)")
-    p.add_argument("--host-weight", type=host_weight_arg, default=HOST_WEIGHT,
+    p.add_argument("--host-weight", type=host_weight_arg, default=None,
                    help="the dispatcher's SPU's share of logical SPUs relative to a "
-                        f"worker's (default {HOST_WEIGHT:.2f})")
+                        "worker's (default: SpuCluster's for the --arrival chosen)")
+    p.add_argument("--arrival", choices=ARRIVALS, default="owner",
+                   help="owner (default): packets wait in the arrival area and each SPU "
+                        "copies in its own; dispatcher: the dispatcher copies them in; "
+                        "fill: the dispatcher copies each batch in, in input order")
     p.add_argument("--show-blocks", action="store_true",
                    help="also print each block's median: the machine's phases show there")
     p.add_argument("--ceiling", action="store_true",
@@ -391,9 +422,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           a.directions.split(","), a.tunnels, a.batch, a.batches, a.ring,
                           a.duration, backend=a.backend, progress=show,
                           host_spu=a.dispatcher == "hosted", host_weight=a.host_weight,
-                          balance=a.balance)
+                          balance=a.balance, arrival=a.arrival)
     print(f"backend {res['backend']}; {a.size}-byte packets, {a.tunnels} tunnels, "
-          f"batch {a.batch}; {a.dispatcher} dispatcher")
+          f"batch {a.batch}; {a.dispatcher} dispatcher; copied in by the {a.arrival}")
     for d, s in res["speedup"].items():
         print(f"  {d}: " + ", ".join(f"{w} workers {x:.2f}x" for w, x in s.items()))
     if a.ceiling:

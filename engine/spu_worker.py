@@ -6,8 +6,9 @@ SA's packets in order across installs, moves and removals:
 - run requests, in the worker's shared segment (no system call while both sides are
   busy): req[q % QUEUE] = (encrypt, k, start, m), published by raising ctl[POSTED];
   the worker processes packets idx[k, start:start+m] of ring batch k (bytes in place,
-  metadata into res_*), then raises ctl[COMPLETED]. A side with nothing to do polls for
-  SPIN seconds, then raises its ASLEEP word and sleeps on the pipe, and the other side
+  copied in first from the arrival area for those waiting there; metadata into res_*),
+  then raises ctl[COMPLETED]. A side with nothing to do polls for SPIN seconds, then
+  raises its ASLEEP word and sleeps on the pipe, and the other side
   sends ("wake",) when it sees that word. The words are written and read with full
   memory barriers (kernels_dispatch.publish/observe): a request or result is visible
   before the word that announces it, and of "I posted / are you asleep?" and "I am
@@ -45,7 +46,7 @@ import numpy as np
 from . import ring
 from .batch import PacketBatch
 from .engine import Engine
-from .kernels_dispatch import gather, observe, publish, scatter
+from .kernels_dispatch import arrive, arrive_all, gather, observe, publish, scatter
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -104,6 +105,11 @@ class Worker:
         self.batches = ring.ring_batches(self.ring_seg, nring, cap, data)
         self.seg = ring.Segment.attach(spec["seg_name"], ring.worker_layout(nring, cap, max_sas))
         self.idx = self.seg.arrays["idx"]
+        self.arrival: Optional[np.ndarray] = None      # the arrival area (SpuCluster)
+        if spec.get("arrival_name"):
+            self.arrival_seg = ring.Segment.attach(spec["arrival_name"],
+                                                   ring.arrival_layout(spec["arrival_bytes"]))
+            self.arrival = self.arrival_seg.arrays["bytes"]
         self.spin = spec.get("spin", SPIN)
         self.ctl = self.seg.arrays["ctl"]
         self.req = self.seg.arrays["req"]
@@ -139,6 +145,8 @@ class Worker:
             v.off, v.length, v.drop, v.sa = off[start:], length[start:], drop[start:], sa[start:]
         gather(idx, m, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
                v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa)
+        if self.arrival is not None:
+            arrive(idx, m, b.arrive_from, self.arrival, b.buf, b.off, b.length)
         v.buf = b.buf
         v.count = m
         if encrypt:
@@ -153,6 +161,8 @@ class Worker:
         engine on the batch itself (no gather, no scatter: 7 ns per packet)."""
         b = self.batches[k]
         b.count = n
+        if self.arrival is not None:
+            arrive_all(n, b.arrive_from, self.arrival, b.buf, b.off, b.length)
         if encrypt:
             self.eng.encrypt(b)
         else:

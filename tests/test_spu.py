@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ from engine.kernels_dispatch import LOST
 from engine.pcap import read_pcap, write_pcap
 from engine.replay import advance, check, words_for_window
 from engine.sa import parse_sa_text
-from engine.spu import SpuCluster
+from engine.spu import REGION, SpuCluster, SpuError
 from engine.spu_balance import choose_move
 from engine.spu_bench import tunnels
 from engine.spu_worker import mark_seen_through
@@ -494,6 +495,129 @@ def test_one_hosted_spu_runs_whole_batches_like_the_engine(world):
         assert {k: cl.stats()[k] for k in CONTRACT_KEYS} == ref_stats
 
 
+# -- the arrival area: packets copied in by their owner SPU ------------------------------------
+def arrival_filler(cl: SpuCluster, packets: list[bytes]):
+    """fill() that leaves the packets in the cluster's arrival area, one after another,
+    and points the batches at them (SpuCluster.arrive_many)."""
+    lens = np.array([len(p) for p in packets], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+    cl.arrival[:lens.sum()] = np.frombuffer(b"".join(packets), np.uint8)
+    pos = [0]
+
+    def fill(b: PacketBatch) -> int:
+        got = cl.arrive_many(b, starts[pos[0]:], lens[pos[0]:])
+        pos[0] += got
+        return got
+
+    return fill
+
+
+def owners_along_the_buffer(cl: SpuCluster, b: PacketBatch, dispatch_drops) -> list:
+    """The owner SPU of each packet (None: dropped by the dispatcher), in buffer order,
+    with each run's first slot."""
+    runs = []
+    for i in np.argsort(b.slot_start[:b.count], kind="stable"):
+        who = None if i in dispatch_drops else cl.spu_of(int(b.sa[i]))
+        if not runs or runs[-1][0] != who:
+            runs.append((who, int(b.slot_start[i])))
+    return runs
+
+
+@pytest.mark.parametrize("copy", ["owner", "dispatcher"])
+@pytest.mark.parametrize("host_spu", [False, True], ids=["dedicated", "hosted"])
+def test_arrival_area_keeps_the_output_and_gives_each_spu_a_region(world, copy, host_spu):
+    """Decrypt the noisy capture (every drop reason) and encrypt the cleartext with the
+    packets left in the arrival area: the same bytes, drops and counters as one engine;
+    packets dropped by the dispatcher are in the batch too; each SPU's packets lie side
+    by side in a page-aligned region of their own."""
+    sa_text, esp, plain = world["sa_text"], world["esp"], world["plain"]
+    area = sum(map(len, esp)) + sum(map(len, plain))
+    for direction, packets in (("decrypt", esp), ("encrypt", plain)):
+        ref, ref_drops, ref_stats = engine_run(sa_text, direction, packets)
+        with SpuCluster(2, capacity=512, ring=3, host_spu=host_spu, arrival_bytes=area,
+                        arrival_copy=copy) as cl:
+            for cfg in parse_sa_text(sa_text):
+                cl.install(cfg, "out" if direction == "encrypt" else "in")
+            out, drops = [], []
+            for b in cl.stream(direction, arrival_filler(cl, packets)):
+                out += b.packets()
+                d = b.drop[:b.count].copy()
+                drops += d.tolist()
+                at_dispatch = {i for i in range(b.count) if d[i] in
+                               (Drop.NO_SA, Drop.NO_POLICY, Drop.KEEPALIVE)
+                               or (d[i] == Drop.MALFORMED and b.sa[i] < 0)}
+                runs = owners_along_the_buffer(cl, b, at_dispatch)
+                owners = [w for w, _ in runs]
+                assert len(owners) == len(set(owners))        # one run per SPU
+                assert all(at % REGION == 0 for w, at in runs if w is not None)
+            stats = cl.stats()
+        assert drops == ref_drops
+        if direction == "decrypt":
+            assert out == ref
+        else:                            # all but the CBC SA's packets (random IVs)
+            assert [o for j, o in enumerate(out) if j % 7 != 1] == \
+                [r for j, r in enumerate(ref) if j % 7 != 1]
+        assert {k: stats[k] for k in CONTRACT_KEYS} == ref_stats and stats["lost"] == 0
+
+
+def test_arrival_descriptors_out_of_bounds_are_dropped_and_counted():
+    """A fill that points outside the arrival area, mixes arrived and waiting packets,
+    or promises more bytes than a batch holds: those packets are dropped MALFORMED by the
+    dispatcher (nothing read or written out of bounds), the rest go through."""
+    sas = tunnels(T, 2)
+    arr, _ = big_plain(64)
+    with SpuCluster(2, capacity=64, data_bytes=64 * 256, arrival_bytes=arr.size) as cl:
+        for cfg in sas:
+            cl.install(cfg, "out")
+        cl.arrival[:] = arr.reshape(-1)
+        plan = []
+
+        def fill(b: PacketBatch) -> int:
+            if len(plan) == 3:
+                return 0
+            plan.append(len(plan))
+            if plan[-1] == 1:                               # one packet copied in, the
+                b.add(arr[0].tobytes())                     # rest waiting: a mixed batch
+                return 1 + cl.arrive_many(b, np.arange(1, 64) * PKT, np.full(63, PKT))
+            n = cl.arrive_many(b, np.arange(64) * PKT, np.full(64, PKT))
+            assert n == 64
+            if plan[-1] == 0:
+                b.arrive_from[5] = arr.size - 10            # runs past the area's end
+                b.arrive_from[6] = -7                       # not in the area
+                b.length[7] = 1 << 40                       # more than any batch holds
+            else:
+                b.length[:] = PKT * 4                       # past the batch's bytes
+            return n
+
+        got = [(b.drop[:b.count].copy(), [b.packet(i) for i in range(b.count)])
+               for b in cl.stream("encrypt", fill)]
+        stats = cl.stats(per_spu=True)
+    (d0, p0), (d1, _), (d2, _) = got
+    assert np.flatnonzero(d0).tolist() == [5, 6, 7] and (d0[[5, 6, 7]] == Drop.MALFORMED).all()
+    assert all(len(p0[i]) > PKT for i in range(64) if i not in (5, 6, 7))   # encrypted
+    assert d1[0] == 0 and (d1[1:] == Drop.MALFORMED).all()
+    # a batch's buffer is 64 * 256 + 64 * 256 bytes (PacketBatch); a 400-byte packet
+    # takes a 640-byte slot (headroom 128, tailroom 64, 64-byte aligned)
+    fits = (2 * 64 * 256) // 640
+    assert not d2[:fits].any() and (d2[fits:] == Drop.MALFORMED).all()
+    assert stats["dispatch"]["dropped"]["malformed"] == 3 + 63 + (64 - fits)
+
+
+def test_arrive_many_takes_what_fits():
+    with SpuCluster(1, capacity=8, data_bytes=8 * 256, host_spu=True, arrival_bytes=4096) as cl:
+        b = cl.batches[0]
+        b.clear()
+        assert cl.arrive_many(b, [0, 100, 4000, 0], [100, 100, 100, 10]) == 2    # 4000+100
+        assert b.count == 2 and b.arrive_from[:2].tolist() == [0, 100]
+        assert cl.arrive_many(b, np.zeros(20, np.int64), np.full(20, 10)) == 6   # capacity
+        b.clear()
+        big = cl.arrive_many(b, np.zeros(8, np.int64), np.full(8, 1000))
+        assert big == 3             # a 4096-byte buffer (PacketBatch), 1216-byte slots
+    with SpuCluster(1, capacity=8, host_spu=True) as cl:
+        with pytest.raises(SpuError, match="no arrival area"):
+            cl.arrive_many(cl.batches[0], [0], [10])
+
+
 # -- failures and scale-out, through the streaming API -----------------------------------------
 T = 8           # tunnels (engine.spu_bench: their anchors spread evenly over 2 workers)
 PKT = 100
@@ -511,10 +635,14 @@ def big_plain(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 class Feeder:
     """fill() for SpuCluster.stream from packed packets; ts_ns carries the input index.
-    `hooks[k]` runs before batch k is filled."""
+    `hooks[k]` runs before batch k is filled. With `arrival` (a cluster's arrival area)
+    the packets wait there and the batches point at them."""
 
-    def __init__(self, arr: np.ndarray, hooks=None):
+    def __init__(self, arr: np.ndarray, hooks=None, arrival: Optional[SpuCluster] = None):
         self.flat = np.ascontiguousarray(arr).reshape(-1)
+        self.cluster = arrival
+        if arrival is not None:
+            arrival.arrival[:self.flat.size] = self.flat
         self.len = arr.shape[1]
         self.n = arr.shape[0]
         self.pos = 0
@@ -528,7 +656,11 @@ class Feeder:
         if self.pos >= self.n:
             return 0
         starts = np.arange(self.pos, self.n, dtype=np.int64) * self.len
-        got = b.add_many(self.flat, starts, np.full(starts.size, self.len, np.int64))
+        lengths = np.full(starts.size, self.len, np.int64)
+        if self.cluster is not None:
+            got = self.cluster.arrive_many(b, starts, lengths)
+        else:
+            got = b.add_many(self.flat, starts, lengths)
         b.ts_ns[:got] = np.arange(self.pos, self.pos + got)
         self.pos += got
         return got
@@ -567,16 +699,21 @@ def stop_then_kill(pid: int, at: int) -> dict:
     return {at: stop}
 
 
-@pytest.mark.parametrize("host_spu", [False, True], ids=["dedicated", "hosted"])
-def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq(host_spu):
+@pytest.mark.parametrize("host_spu, arrival", [(False, False), (True, False), (True, True)],
+                         ids=["dedicated", "hosted", "hosted-arrival"])
+def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq(host_spu,
+                                                                                  arrival):
     """SIGKILL one SPU worker mid-capture: of SPUs 0 and 1 both workers (the victim is 0),
-    or the dispatcher's own SPU 0 beside worker 1 (the victim is 1; SPU 0 takes over)."""
+    or the dispatcher's own SPU 0 beside worker 1 (the victim is 1; SPU 0 takes over);
+    with the capture copied into the batches, or waiting in the arrival area (then the
+    survivor copies in the victim's packets of the batches it had not finished)."""
     n = 200_000
     arr, _ = big_plain(n)
     victim, survivor = (1, 0) if host_spu else (0, 1)
     db = PacketBatch(1024, data_bytes=1024 * 256)
     keys, lost_idx, out_idx = [], [], []
-    with SpuCluster(2, capacity=1024, ring=4, host_spu=host_spu) as cl:
+    with SpuCluster(2, capacity=1024, ring=4, host_spu=host_spu,
+                    arrival_bytes=arr.size if arrival else 0) as cl:
         assert list(cl.pids()) == ([1] if host_spu else [0, 1])  # the hosted SPU: no process
         sas = tunnels(T, cl.anchors.owner)
         dec = Engine()
@@ -586,7 +723,8 @@ def test_sigkill_mid_capture_encrypt_loses_only_its_packets_and_never_reuses_seq
         victim_tunnels = {k for k, h in enumerate(hs) if cl.spu_of(h) == victim}
         assert 0 < len(victim_tunnels) < T
         slots0 = cl.anchors.slots(victim)
-        feeder = Feeder(arr, stop_then_kill(cl.pids()[victim], at=60))
+        feeder = Feeder(arr, stop_then_kill(cl.pids()[victim], at=60),
+                        cl if arrival else None)
         for b in cl.stream("encrypt", feeder):
             m = b.count
             drop = b.drop[:m]
