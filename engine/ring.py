@@ -4,17 +4,19 @@ Three kinds of segment (engine/spu.py creates them, workers attach by name):
 
 - the batch ring: `ring` PacketBatches whose arrays (buffer, offsets, lengths, drop
   reasons, SA handles, timestamps, L2 headers) all live in one segment. Packets are read
-  into a ring batch once and never copied again: the dispatcher tells each worker which
-  packet indices of the batch are its own, the workers run the engine on the shared
-  buffer in place (packet slots are disjoint and 64-byte aligned), and the batch is
-  written out in input order when every worker has reported.
+  into a ring batch once and never copied again: the dispatcher gives each worker the
+  metadata of its packets, the workers run the engine on the shared buffer in place
+  (packet slots are disjoint and 64-byte aligned), and the batch is written out in
+  input order when every worker has reported.
 - the arrival area (optional): bytes where packets wait, as a NIC or recvmmsg left them,
   until the SPU that owns each one copies it into its ring batch slot
   (batch.arrive_from[i] says where): packet bytes are then written and worked on by one
   core only (SpuCluster's arrival_bytes says why that matters).
 - one segment per worker: its request ring (`idx[ring, capacity]`, packet indices per
-  ring batch), its results (`res_*`, in request order: offsets, lengths, drop reasons,
-  SA slots) and its engine's hot SA state (`rec`, `top`, `ctr`: engine/sad.py layouts).
+  ring batch), its packets' metadata (`row_*`, in request order: offsets, lengths, slots,
+  drop reasons, SA slots, arrival offsets; written in by the dispatcher, results
+  written back by the worker) and its engine's hot SA state (`rec`, `top`, `ctr`:
+  engine/sad.py layouts).
   The worker's engine runs on these arrays directly, so its sequence numbers, replay
   window edges and counters are readable by the dispatcher at any moment, including
   after the worker was killed: the sequence high-water marks it resumes from.
@@ -44,6 +46,10 @@ PREFIX = "pyspu_"
 ALIGN = 64
 CTL_WORDS = 48            # a worker's run-queue words: 6, a cache line apart
 PAGE = 4096
+#: a worker's metadata rows (worker_layout): PacketBatch fields, and where each packet
+#: waits in the arrival area (-1: in the batch already)
+ROWS = (("off", np.int64), ("length", np.int64), ("slot_start", np.int64),
+        ("slot_end", np.int64), ("drop", np.uint8), ("sa", np.int32), ("from", np.int64))
 QUEUE = 64                # run requests a worker can have posted and not completed
 
 
@@ -165,12 +171,12 @@ def worker_layout(ring: int, capacity: int, max_sas: int) -> Layout:
     lay.add("idx", (ring, capacity), np.int32)
     lay.add("ctl", (CTL_WORDS,), np.int64)   # the run queue's words (spu_worker.POSTED, ...)
     lay.add("req", (QUEUE, 4), np.int64)     # run requests: encrypt, k, start, m
-    # a worker's results (PacketBatch dtypes), beside its requests: the dispatcher copies
-    # them into the batch, so no two processes write the batch's metadata cache lines
-    lay.add("res_off", (ring, capacity), np.int64)
-    lay.add("res_length", (ring, capacity), np.int64)
-    lay.add("res_drop", (ring, capacity), np.uint8)
-    lay.add("res_sa", (ring, capacity), np.int32)
+    # the metadata of a worker's packets (PacketBatch dtypes), in request order: the
+    # dispatcher writes it in, the worker's engine runs on it and leaves its results in
+    # it, the dispatcher copies those into the batch. The worker never reads the batch's
+    # metadata arrays, whose cache lines hold every SPU's packets
+    for name, dtype in ROWS:
+        lay.add("row_" + name, (ring, capacity), dtype)
     lay.add("rec", (max_sas,), SA_DTYPE)
     lay.add("top", (max_sas,), np.uint64)
     lay.add("ctr", (max_sas, CTR_COLS), np.uint64)

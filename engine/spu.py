@@ -12,17 +12,20 @@ installed on the anchor SPU of its IKE SA, so child SAs of one IKE SA (and, for 
 all SAs between the same two peers) share one owner. Each SA has exactly one owner: its
 replay window and sequence counter never need a lock (STYLE.md point 11).
 
-Data path per batch (packets never copied, never pickled; engine/ring.py):
-1. the batch is read into a shared-memory ring batch;
+Data path per batch (no packet copied between processes or pickled; engine/ring.py):
+1. the batch is read into a shared-memory ring batch, or (with an arrival area) only its
+   descriptors are: the packets wait in the area, and step 2 reads their headers there;
 2. a Numba kernel (engine/kernels_dispatch.py) maps each packet to its SA's owner:
    decrypt by (SPI, dst, proto) through this dispatcher's own lookup tables, encrypt by
    the first matching outbound selector (pinned in batch.sa). Packets that match no SA
    are dropped here with the reason the engine gives (no_sa, no_policy, malformed,
-   keepalive);
+   keepalive). Packets waiting in the arrival area then get their slots, each SPU's side
+   by side in a page-aligned region of their own;
 3. each worker owner gets its packet indices in its request ring and one request in its
-   shared run queue (spu_worker: no system call while both sides are busy); it runs the
-   engine on its packets in place, writes their metadata beside its requests, and counts
-   the request completed. With host_spu, the dispatcher then runs its own SPU's packets;
+   shared run queue (spu_worker: no system call while both sides are busy); it copies
+   in those of its packets waiting in the arrival area, runs the engine on them in place,
+   writes their metadata beside its requests, and counts the request completed. With
+   host_spu, the dispatcher runs its own SPU's packets first;
 4. when every owner has completed its part (the dispatcher merges their metadata), the
    batch is complete, in input order, and counted.
 Each worker handles its requests in order, and control messages only after the requests
@@ -49,6 +52,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import multiprocessing as mp
 import os
 import select
@@ -73,6 +77,7 @@ from .kernels_dispatch import (
     arrive_all,
     arrive_dropped,
     check_arrivals,
+    hand_over,
     lay_out_by_owner,
     classify_decrypt,
     classify_encrypt,
@@ -150,6 +155,13 @@ class _Spu:
     @property
     def idx(self) -> np.ndarray:
         return self.seg.arrays["idx"]
+
+    @functools.cached_property
+    def rows(self) -> list[tuple]:
+        """Per ring batch, its packets' metadata rows (ring.ROWS order)."""
+        a = self.seg.arrays
+        return [tuple(a["row_" + name][k] for name, _ in shm.ROWS)
+                for k in range(a["idx"].shape[0])]
 
 
 @dataclass
@@ -244,16 +256,20 @@ class SpuCluster:
 
         arrival_bytes > 0: an arrival area of that many bytes in shared memory
         (`self.arrival`, uint8), where packets can wait as a NIC's DMA or a recvmmsg left
-        them. A fill may then set a ring batch's metadata (off, length, slot_start,
-        slot_end: its slots, as PacketBatch.add would lay them out) and batch.arrive_from[i]
-        = the packet's offset in the area, for every packet of the batch, instead of
-        copying the bytes in: the dispatcher classifies from the area, and the SPU that owns
-        a packet copies it into its slot just before its engine runs. The bytes must stay
-        put until the batch is yielded. Why: a packet copied in by the dispatcher and
-        encrypted by a worker crosses between the two cores twice (dirty both times), and
-        on this VM the two vCPUs are now and then placed on different CPU dies: 2-SPU
-        rounds then ran 400-570 ns per 1400-byte packet instead of 155-165. Copied in by
-        its owner, a packet's bytes never leave that core's cache."""
+        them. A fill may then give a ring batch, through arrive_many(), only where each
+        packet waits and its length (batch.arrive_from, batch.length; every packet of the
+        batch, or none) instead of copying the bytes in. The dispatcher classifies them
+        where they wait, lays out their slots (each SPU's packets side by side, in a
+        page-aligned region of their own), and the SPU that owns a packet copies it in
+        just before its engine runs (arrival_copy "dispatcher": the dispatcher copies
+        them all, laid out the same way). The bytes must stay put until the batch has been
+        yielded. Why: a packet copied in by the dispatcher and encrypted by a worker
+        crosses between the two cores twice, dirty both times, and interleaved slots let
+        the prefetchers pull each other's lines; this VM's two vCPUs are, for seconds at
+        a time, placed far apart (a cache line's round trip 330-370 ns instead of 75-90),
+        and 2-SPU 1400-byte AES-GCM then ran 400-570 ns per packet instead of 150. Copied
+        in by its owner, a packet's bytes stay on one core: 175-190 ns in those stretches
+        (README "SPU workers")."""
         if not 1 <= workers <= MAX_SPUS:
             raise ValueError(f"workers must be 1..{MAX_SPUS}")
         if ring < 1 or capacity < 1:
@@ -444,9 +460,9 @@ class SpuCluster:
         while spu.seen < done:
             k, start, m = spu.outstanding.popleft()
             b, end = self.batches[k], start + m
-            scatter(spu.idx[k, start:end], m, a["res_off"][k, start:end],
-                    a["res_length"][k, start:end], a["res_drop"][k, start:end],
-                    a["res_sa"][k, start:end], b.off, b.length, b.drop, b.sa)
+            scatter(spu.idx[k, start:end], m, a["row_off"][k, start:end],
+                    a["row_length"][k, start:end], a["row_drop"][k, start:end],
+                    a["row_sa"][k, start:end], b.off, b.length, b.drop, b.sa)
             self._pending[k] -= 1
             spu.seen += 1
         return True
@@ -805,6 +821,9 @@ class SpuCluster:
                     continue
                 if spu.alive:
                     spu.idx[k, start:start + m] = idx
+                    b = self.batches[k]
+                    hand_over(idx, m, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
+                              b.arrive_from, start, *spu.rows[k])
                     if self._post(spu, enc, k, start, m):
                         self._fill[sid, k] = start + m
                         self._pending[k] += 1

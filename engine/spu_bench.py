@@ -11,12 +11,15 @@ to the SPUs' shares of the logical SPUs, as many random tunnels would: this meas
 the data path scales, not how lucky a hash was with T tunnels (one SA is bound to one
 SPU: a single tunnel never runs faster than one SPU).
 
-What is timed, per round: `batches` batches streamed through SpuCluster.stream, as
-`spu encrypt/decrypt --workers N` runs minus the file I/O. The dispatcher (this process)
-copies each batch of packets in (their arrival: one memcpy), classifies it, runs its own
-SPU's share (hosted, the default), hands the rest to the workers and waits for it; the
-workers run the engine. They compete for the same cores. The in-process engine does the
-same copies and the engine work alone. Configurations alternate in blocks (BLOCKS per
+What is timed, per round: `batches` batches streamed through SpuCluster.stream. The
+packets arrive (by default, --arrival owner) in the cluster's arrival area, as a NIC's
+DMA would leave them: the dispatcher (this process) classifies each batch there, runs its
+own SPU's share (hosted, the default), hands the rest to the workers and waits for it;
+each SPU copies its own packets into the batch (one memcpy each) and runs the engine on
+them. With --arrival fill the dispatcher copies each batch in before classifying it, as
+`spu encrypt/decrypt --workers N` does with what it reads from a capture. They compete
+for the same cores. The in-process engine does the same copies and the engine work
+alone. Configurations alternate in blocks (BLOCKS per
 configuration and direction) so that ratios see the same machine, and each block starts
 with an untimed round; medians of the timed rounds are reported. A round is 256 batches
 (262,144 packets) by default: every round starts with an empty pipeline (the worker waits
@@ -152,10 +155,11 @@ class _Source:
         t, n, used = self.t, self.t.count, self.t.used
         if self.arrival is None:
             np.copyto(b.buf[:used], t.buf[:used])
-        else:
-            np.copyto(b.arrive_from[:n], t.off[:n])    # the same layout in both
-        for name in ("off", "length", "slot_start", "slot_end"):
-            np.copyto(getattr(b, name)[:n], getattr(t, name)[:n])
+            for name in ("off", "slot_start", "slot_end"):
+                np.copyto(getattr(b, name)[:n], getattr(t, name)[:n])
+        else:                   # where they wait (the cluster lays out their slots)
+            np.copyto(b.arrive_from[:n], t.off[:n])
+        np.copyto(b.length[:n], t.length[:n])
         b.drop[:n] = 0
         b.sa[:n] = -1
         b.count, b.used = n, used

@@ -5,8 +5,8 @@ SA's packets in order across installs, moves and removals:
 
 - run requests, in the worker's shared segment (no system call while both sides are
   busy): req[q % QUEUE] = (encrypt, k, start, m), published by raising ctl[POSTED];
-  the worker processes packets idx[k, start:start+m] of ring batch k (bytes in place,
-  copied in first from the arrival area for those waiting there; metadata into res_*),
+  the worker processes its packets start:start+m of ring batch k (bytes in place,
+  copied in first from the arrival area for those waiting there; metadata in row_*),
   then raises ctl[COMPLETED]. A side with nothing to do polls for SPIN seconds, then
   raises its ASLEEP word and sleeps on the pipe, and the other side
   sends ("wake",) when it sees that word. The words are written and read with full
@@ -46,7 +46,8 @@ import numpy as np
 from . import ring
 from .batch import PacketBatch
 from .engine import Engine
-from .kernels_dispatch import arrive, arrive_all, gather, observe, publish, scatter
+from .kernels_dispatch import (arrive, arrive_all, arrive_rows, gather, observe, publish,
+                               scatter)
 
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -122,31 +123,40 @@ class Worker:
         self.view = PacketBatch(cap, data_bytes=1)   # metadata of this worker's packets
         self.view.buf = self.batches[0].buf
         a = self.seg.arrays
-        #: per ring batch, the rows the engine writes its results into (run, not in_place)
-        self.res_rows = [(a["res_off"][k], a["res_length"][k], a["res_drop"][k],
-                          a["res_sa"][k]) for k in range(nring)]
-        self.own_rows = (self.view.off, self.view.length, self.view.drop, self.view.sa)
+        #: per ring batch, this worker's packets' metadata (ring.worker_layout): the
+        #: engine runs on these rows (run, not in_place)
+        self.rows = [tuple(a["row_" + name][k] for name, _ in ring.ROWS)
+                     for k in range(nring)]
+        v = self.view
+        self.own_rows = (v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa)
         self.eng.encrypt(self.view)              # load every kernel now, not in batch 1
         self.eng.decrypt(self.view)
 
     # -- data --------------------------------------------------------------------------
     def run(self, encrypt: bool, k: int, start: int, m: int, in_place: bool = False) -> None:
-        """Packets idx[k, start:start+m] of ring batch k: their bytes in place, their
-        metadata into res_*[k, start:start+m] (the engine works on those rows directly; the
-        dispatcher merges them: packets of different SPUs share the metadata's cache
-        lines), or, in_place (the dispatcher's own SPU), into the batch directly."""
+        """This worker's packets start:start+m of ring batch k: their bytes in place
+        (copied in first from the arrival area for those waiting there), their metadata
+        in row_*[k, start:start+m], where the dispatcher put it (hand_over) and where the
+        engine leaves its results for the dispatcher to merge: a worker reads and writes
+        no cache line of the batch's metadata, which it would share with other SPUs.
+        in_place (the dispatcher's own SPU): packets idx[k, start:start+m], metadata
+        gathered from the batch and scattered back into it."""
         b = self.batches[k]
         v = self.view
-        idx = self.idx[k, start:start + m]
         if in_place:
-            v.off, v.length, v.drop, v.sa = self.own_rows
+            idx = self.idx[k, start:start + m]
+            v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa = self.own_rows
+            gather(idx, m, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
+                   v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa)
+            if self.arrival is not None:
+                arrive(idx, m, b.arrive_from, self.arrival, b.buf, b.off, b.length)
         else:
-            off, length, drop, sa = self.res_rows[k]
-            v.off, v.length, v.drop, v.sa = off[start:], length[start:], drop[start:], sa[start:]
-        gather(idx, m, b.off, b.length, b.slot_start, b.slot_end, b.drop, b.sa,
-               v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa)
-        if self.arrival is not None:
-            arrive(idx, m, b.arrive_from, self.arrival, b.buf, b.off, b.length)
+            off, length, slot_start, slot_end, drop, sa, src = \
+                (r[start:] for r in self.rows[k])
+            v.off, v.length, v.slot_start, v.slot_end, v.drop, v.sa = \
+                off, length, slot_start, slot_end, drop, sa
+            if self.arrival is not None:
+                arrive_rows(m, src, self.arrival, b.buf, off, length)
         v.buf = b.buf
         v.count = m
         if encrypt:
