@@ -449,3 +449,22 @@ def test_spu_scaling_bench_shows_its_blocks(tmp_path):
             r["ns_per_packet"] <= max(blocks) * (1 + 1e-9)
     assert p.stdout.count("blocks, in order") == 3
     assert _positive(res["speedup"]["encrypt"]["2"])         # (JSON keys are strings)
+    assert res["arrival"] == "owner" and "copied in by the owner" in p.stdout
+
+
+@pytest.mark.parametrize("arrival", ["fill", "dispatcher"])
+def test_spu_scaling_bench_other_arrivals(tmp_path, arrival):
+    """`--arrival fill` (the dispatcher copies each batch in, as `spu encrypt` does) and
+    `--arrival dispatcher` (the arrival area, copied in by the dispatcher) run the same
+    data path to the end: no packet dropped (the benchmark raises if one is)."""
+    out = tmp_path / "scaling.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "engine.spu_bench", "--batch", "64", "--batches", "4",
+         "--duration", "0.3", "--arrival", arrival, "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    res = json.loads(out.read_text())
+    assert res["arrival"] == arrival and f"copied in by the {arrival}" in p.stdout
+    assert {(r["direction"], r["config"], r["workers"]) for r in res["results"]} == \
+        {(d, c, w) for d in ("encrypt", "decrypt") for c, w in
+         (("inprocess", 1), ("workers", 1), ("workers", 2))}
