@@ -284,16 +284,11 @@ def hand_over(idx, m, off, length, slot_start, slot_end, drop, sa, arrive_from, 
               r_off, r_length, r_slot_start, r_slot_end, r_drop, r_sa, r_from):
     """gather() into a worker's rows from `start` on (run by the dispatcher), with where
     each packet waits in the arrival area (-1: in the batch)."""
+    gather(idx, m, off, length, slot_start, slot_end, drop, sa, r_off[start:],
+           r_length[start:], r_slot_start[start:], r_slot_end[start:], r_drop[start:],
+           r_sa[start:])
     for j in range(m):
-        i = idx[j]
-        r = start + j
-        r_off[r] = off[i]
-        r_length[r] = length[i]
-        r_slot_start[r] = slot_start[i]
-        r_slot_end[r] = slot_end[i]
-        r_drop[r] = drop[i]
-        r_sa[r] = sa[i]
-        r_from[r] = arrive_from[i]
+        r_from[start + j] = arrive_from[idx[j]]
 
 
 @nb.njit(**JIT)

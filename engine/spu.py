@@ -268,8 +268,9 @@ class SpuCluster:
         the prefetchers pull each other's lines; this VM's two vCPUs are, for seconds at
         a time, placed far apart (a cache line's round trip 330-370 ns instead of 75-90),
         and 2-SPU 1400-byte AES-GCM then ran 400-570 ns per packet instead of 150. Copied
-        in by its owner, a packet's bytes stay on one core: 175-190 ns in those stretches
-        (README "SPU workers")."""
+        in by its owner, a packet's bytes stay on one core: 175-190 ns in those stretches,
+        159-165 since workers get their metadata in rows of their own (README "SPU
+        workers")."""
         if not 1 <= workers <= MAX_SPUS:
             raise ValueError(f"workers must be 1..{MAX_SPUS}")
         if ring < 1 or capacity < 1:
