@@ -759,7 +759,7 @@ class SpuCluster:
         # and copied in by their owners (arrival_copy "owner") or by this dispatcher
         src, src_off = b.buf, b.off
         waiting = self.arrival is not None and check_arrivals(
-            n, b.arrive_from, self.arrival.size, b.length, b.buf.size - MAX_SPUS * REGION,
+            n, b.arrive_from, self.arrival.size, b.length, _arrival_budget(b),
             HEADROOM, TAILROOM, SLOT_ALIGN, b.drop)
         if waiting:
             src, src_off = self.arrival, b.arrive_from
@@ -903,7 +903,7 @@ class SpuCluster:
             starts, lengths = starts[:bad[0]], lengths[:bad[0]]
         need = -(-(HEADROOM + lengths + TAILROOM) // SLOT_ALIGN) * SLOT_ALIGN
         ends = b.used + np.cumsum(need)
-        m = int(np.searchsorted(ends, b.buf.size - MAX_SPUS * REGION, side="right"))
+        m = int(np.searchsorted(ends, _arrival_budget(b), side="right"))
         last = first + m
         b.arrive_from[first:last] = starts[:m]
         b.length[first:last] = lengths[:m]
@@ -1002,6 +1002,12 @@ class SpuCluster:
     def backend(self) -> str:
         """The workers' crypto backends (as Engine.backend() describes them)."""
         return self.backend_label
+
+
+def _arrival_budget(b: PacketBatch) -> int:
+    """Bytes of slots the packets of an arrival batch may take: its buffer less the room
+    kept for the alignment of the SPUs' regions (SpuCluster._ring_data)."""
+    return b.buf.size - MAX_SPUS * REGION
 
 
 def _copy_batch(src: PacketBatch, dst: PacketBatch) -> None:
