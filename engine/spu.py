@@ -1016,6 +1016,7 @@ def _copy_batch(src: PacketBatch, dst: PacketBatch) -> None:
         raise ValueError(f"a batch of {n} packets / {used} bytes does not fit "
                          f"({dst.capacity} / {dst.buf.size})")
     for name, a in vars(src).items():
+        # arrive_from belongs to ring batches only (ring.ring_batches), not to PacketBatch
         if isinstance(a, np.ndarray) and name != "arrive_from":
             d = getattr(dst, name)
             if name == "buf":
